@@ -1,0 +1,95 @@
+//! Streaming state of a causal conv stack: one optional left-context / overlap-tail tensor per
+//! layer, visited in the same order on every call.
+
+use candle_core::{DType, Tensor};
+use speechinfer_core::{Error, Result};
+
+/// The carried state of a streaming encoder or decoder for a batch of `batch_size` streams.
+#[derive(Debug, Clone)]
+pub struct StreamState {
+    batch_size: usize,
+    slots: Vec<Option<Tensor>>,
+    /// Samples received by a streaming encoder that do not yet fill a frame: `[B, C, n < hop]`.
+    pub(crate) pending: Option<Tensor>,
+}
+
+impl StreamState {
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            slots: Vec::new(),
+            pending: None,
+        }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Forget everything: the next call starts a new utterance for every stream.
+    pub fn reset(&mut self) {
+        self.slots.clear();
+        self.pending = None;
+    }
+
+    /// Start a new utterance in one stream of the batch, leaving the others untouched.
+    pub fn reset_item(&mut self, index: usize) -> Result<()> {
+        if index >= self.batch_size {
+            return Err(Error::input(format!(
+                "batch index {index} is out of range for a stream of batch size {}",
+                self.batch_size
+            )));
+        }
+        let mut keep = vec![1f32; self.batch_size];
+        keep[index] = 0.0;
+        for slot in self.slots.iter_mut().flatten() {
+            let mask = Tensor::from_slice(&keep, (self.batch_size, 1, 1), slot.device())?
+                .to_dtype(slot.dtype())?;
+            *slot = slot.broadcast_mul(&mask)?;
+        }
+        if self.pending.is_some() {
+            return Err(Error::input(
+                "cannot reset one stream while the encoder holds a partial frame for the batch",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cursor(&mut self) -> Cursor<'_> {
+        Cursor {
+            slots: &mut self.slots,
+            pos: 0,
+        }
+    }
+
+    pub(crate) fn check_batch(&self, batch: usize, what: &str) -> Result<()> {
+        if batch != self.batch_size {
+            return Err(Error::input(format!(
+                "{what} has batch size {batch}, but the stream was created for batch size {}",
+                self.batch_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Hands out the state slots layer by layer.
+pub(crate) struct Cursor<'a> {
+    slots: &'a mut Vec<Option<Tensor>>,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    pub(crate) fn next_slot(&mut self) -> &mut Option<Tensor> {
+        if self.pos == self.slots.len() {
+            self.slots.push(None);
+        }
+        self.pos += 1;
+        &mut self.slots[self.pos - 1]
+    }
+}
+
+pub(crate) fn zeros_like_context(x: &Tensor, len: usize) -> Result<Tensor> {
+    let (b, c, _) = x.dims3()?;
+    Ok(Tensor::zeros((b, c, len), DType::F32, x.device())?)
+}

@@ -1,0 +1,151 @@
+//! Loading `model.safetensors` into f32 candle tensors with the checks a served checkpoint
+//! needs: every expected tensor present with the expected shape, finite values, and nothing left
+//! over that the config did not account for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use crate::{Error, Result};
+
+/// The tensors of one safetensors file, handed out by name exactly once each.
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: BTreeMap<String, Tensor>,
+    taken: BTreeSet<String>,
+    /// Set for [`Checkpoint::random`]: every `take` draws N(0, std²) values of the asked shape.
+    random: Option<(f32, Device)>,
+}
+
+impl Checkpoint {
+    /// Read and validate a safetensors file; every tensor is widened to f32 on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::checkpoint(format!(
+                "{} is not a valid safetensors file (truncated or corrupt?): {e}",
+                path.display()
+            ))
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            let values = to_f32(view.dtype(), view.data()).map_err(|msg| {
+                Error::checkpoint(format!("tensor '{name}' in {}: {msg}", path.display()))
+            })?;
+            if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                return Err(Error::checkpoint(format!(
+                    "tensor '{name}' in {} holds a non-finite value ({}) at flat index {bad}",
+                    path.display(),
+                    values[bad]
+                )));
+            }
+            let tensor = Tensor::from_vec(values, view.shape(), device)?;
+            tensors.insert(name, tensor);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+            taken: BTreeSet::new(),
+            random: None,
+        })
+    }
+
+    /// A source of random weights with whatever shapes the model asks for (benches, tests).
+    pub fn random(std: f32, device: &Device) -> Self {
+        Self {
+            path: PathBuf::from("<random>"),
+            tensors: BTreeMap::new(),
+            taken: BTreeSet::new(),
+            random: Some((std, device.clone())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The tensor `name`, which must have exactly `shape`.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some((std, device)) = &self.random {
+            return Ok(Tensor::randn(0f32, *std, shape, device)?);
+        }
+        let tensor = self.take_any(name)?;
+        if tensor.dims() != shape {
+            return Err(Error::checkpoint(format!(
+                "tensor '{name}' in {} has shape {:?}, the config expects {:?}",
+                self.path.display(),
+                tensor.dims(),
+                shape
+            )));
+        }
+        Ok(tensor)
+    }
+
+    /// The tensor `name` with whatever shape it has.
+    pub fn take_any(&mut self, name: &str) -> Result<Tensor> {
+        let tensor = self.tensors.get(name).cloned().ok_or_else(|| {
+            Error::checkpoint(format!(
+                "tensor '{name}' is missing from {}",
+                self.path.display()
+            ))
+        })?;
+        self.taken.insert(name.to_string());
+        Ok(tensor)
+    }
+
+    /// Fail if the file holds tensors nobody asked for: the checkpoint and config disagree.
+    pub fn finish(self) -> Result<()> {
+        let unused: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|n| !self.taken.contains(*n))
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = unused.iter().take(5).map(|s| s.as_str()).collect();
+        Err(Error::checkpoint(format!(
+            "{} holds {} tensor(s) the config does not describe (e.g. {}); config and weights do not match",
+            self.path.display(),
+            unused.len(),
+            shown.join(", ")
+        )))
+    }
+}
+
+fn to_f32(dtype: Dtype, data: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    fn chunks<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+        data.chunks_exact(N).map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            a
+        })
+    }
+    Ok(match dtype {
+        Dtype::F32 => chunks::<4>(data).map(f32::from_le_bytes).collect(),
+        Dtype::F16 => chunks::<2>(data)
+            .map(|b| half::f16::from_le_bytes(b).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks::<2>(data)
+            .map(|b| half::bf16::from_le_bytes(b).to_f32())
+            .collect(),
+        Dtype::F64 => chunks::<8>(data)
+            .map(|b| f64::from_le_bytes(b) as f32)
+            .collect(),
+        other => {
+            return Err(format!(
+                "unsupported dtype {other:?} (expected a float type)"
+            ))
+        }
+    })
+}

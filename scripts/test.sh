@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the tests need, build the engine, then run lints, cargo test and pytest.
+# Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+PY=${PYTHON:-python3}
+
+if ! command -v flite >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq flite >/dev/null) || echo "warning: flite not installed; tests using real speech will skip"
+  fi
+fi
+
+$PY -m pip install -q maturin "pytest>=8" pytest-benchmark ruff numpy safetensors soundfile scipy torch
+$PY -m pip install -q -e ./training
+$PY -m pip install -q --no-build-isolation .
+$PY -c "import speechinfer" # fail loudly if the build above did not install
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+ruff check python tests training bench
+ruff format --check python tests training bench
+
+cargo test --workspace --exclude speechinfer-py -q
+$PY -m pytest -q "$@"
