@@ -1,0 +1,1 @@
+//! The token LM: a Llama-shaped transformer over a grid of token streams.
