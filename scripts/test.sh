@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 PY=${PYTHON:-python3}
+# One build cache for every checkout on this machine (CI clones afresh); works from nothing too.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/speechinfer/target}"
 
 if ! command -v flite >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
@@ -23,4 +25,5 @@ ruff check python tests training bench
 ruff format --check python tests training bench
 
 cargo test --workspace --exclude speechinfer-py -q
+$PY scripts/gen_stubs.py --check
 $PY -m pytest -q "$@"

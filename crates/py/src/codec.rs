@@ -118,43 +118,43 @@ impl Codec {
         })
     }
 
-    /// Audio sample rate in Hz.
+    /// int: Audio sample rate in Hz.
     #[getter]
     fn sample_rate(&self) -> usize {
         self.engine.config().sample_rate
     }
 
-    /// Code frames per second (``sample_rate / hop_length``).
+    /// float: Code frames per second (``sample_rate / hop_length``).
     #[getter]
     fn frame_rate(&self) -> f64 {
         self.engine.config().frame_rate()
     }
 
-    /// Samples per code frame.
+    /// int: Samples per code frame.
     #[getter]
     fn hop_length(&self) -> usize {
         self.engine.hop_length()
     }
 
-    /// Audio channels (1 = mono).
+    /// int: Audio channels (1 = mono).
     #[getter]
     fn channels(&self) -> usize {
         self.engine.config().channels
     }
 
-    /// Number of residual-VQ codebooks Q.
+    /// int: Number of residual-VQ codebooks Q.
     #[getter]
     fn num_codebooks(&self) -> usize {
         self.engine.config().num_codebooks
     }
 
-    /// Entries per codebook; valid codes are ``0 .. codebook_size - 1``.
+    /// int: Entries per codebook; valid codes are ``0 .. codebook_size - 1``.
     #[getter]
     fn codebook_size(&self) -> usize {
         self.engine.config().codebook_size
     }
 
-    /// The model's ``config.json`` as a JSON string.
+    /// str: The model's ``config.json`` as a JSON string.
     #[getter]
     fn config_json(&self) -> String {
         serde_json::to_string(self.engine.config()).unwrap_or_default()
@@ -275,7 +275,7 @@ impl StreamDecoder {
         })
     }
 
-    /// Number of parallel streams.
+    /// int: Number of parallel streams.
     #[getter]
     fn batch_size(&self) -> PyResult<usize> {
         Ok(self.state.lock().map(|s| s.batch_size()).unwrap_or(0))

@@ -1,0 +1,285 @@
+//! The LM's `config.json`, every key defaulted as documented in `docs/lm.md`.
+
+use serde::{Deserialize, Serialize};
+use speechinfer_core::pattern::PatternKind;
+use speechinfer_core::{Error, Result};
+
+pub const MODEL_TYPE: &str = "speechinfer-lm";
+
+/// Largest vocabulary a stream may declare (token ids are u32 in the sampler).
+const MAX_VOCAB: usize = 1 << 31;
+
+/// What a stream of the grid carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Text,
+    Audio,
+    Speaker,
+}
+
+/// One row of the token grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    pub role: Role,
+    pub vocab_size: usize,
+    pub pad_id: Option<u32>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub delay: usize,
+}
+
+impl StreamConfig {
+    fn audio(q: usize) -> Self {
+        Self {
+            name: format!("audio{q}"),
+            role: Role::Audio,
+            vocab_size: 1027,
+            pad_id: Some(1025),
+            bos_id: Some(1026),
+            eos_id: Some(1024),
+            delay: q,
+        }
+    }
+
+    /// The token fed where the pattern places no frame (validated to exist).
+    pub fn special_id(&self) -> i64 {
+        self.bos_id.map_or(0, i64::from)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LmConfig {
+    pub model_type: String,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub ffn_dim: usize,
+    pub rope_theta: f64,
+    pub norm_eps: f64,
+    pub max_context: usize,
+    pub tie_embeddings: bool,
+    pub streams: Vec<StreamConfig>,
+    pub pattern: String,
+}
+
+impl Default for LmConfig {
+    fn default() -> Self {
+        Self {
+            model_type: MODEL_TYPE.to_string(),
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 8,
+            n_kv_heads: 4,
+            ffn_dim: 704,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            max_context: 2048,
+            tie_embeddings: false,
+            streams: (0..4).map(StreamConfig::audio).collect(),
+            pattern: "delay".to_string(),
+        }
+    }
+}
+
+impl LmConfig {
+    /// Keys a `config.json` must hold (everything that shapes the architecture).
+    pub const REQUIRED_KEYS: &'static [&'static str] = &[
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "ffn_dim",
+        "rope_theta",
+        "norm_eps",
+        "max_context",
+        "tie_embeddings",
+        "streams",
+        "pattern",
+    ];
+
+    pub fn num_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    pub fn vocab_sizes(&self) -> Vec<usize> {
+        self.streams.iter().map(|s| s.vocab_size).collect()
+    }
+
+    /// The special (bos) id of every stream, in stream order.
+    pub fn special_ids(&self) -> Vec<i64> {
+        self.streams.iter().map(StreamConfig::special_id).collect()
+    }
+
+    /// The pattern as a layout kind (after [`LmConfig::validate`]).
+    pub fn pattern_kind(&self) -> Result<PatternKind> {
+        match self.pattern.as_str() {
+            "parallel" => Ok(PatternKind::Parallel),
+            "delay" => Ok(PatternKind::delay(
+                self.streams.iter().map(|s| s.delay).collect(),
+            )),
+            other => Err(Error::config(format!(
+                "pattern '{other}' is not supported; expected \"parallel\" or \"delay\""
+            ))),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.model_type != MODEL_TYPE {
+            return Err(Error::config(format!(
+                "model_type is '{}', expected '{MODEL_TYPE}'",
+                self.model_type
+            )));
+        }
+        let positive = [
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("ffn_dim", self.ffn_dim),
+            ("max_context", self.max_context),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::config(format!("{name} must be positive, got 0")));
+            }
+        }
+        if self.d_model % self.n_heads != 0 || self.head_dim() % 2 != 0 {
+            return Err(Error::config(format!(
+                "d_model {} must be n_heads {} times an even head_dim",
+                self.d_model, self.n_heads
+            )));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return Err(Error::config(format!(
+                "n_kv_heads {} must divide n_heads {}",
+                self.n_kv_heads, self.n_heads
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(Error::config(format!(
+                "rope_theta must be positive, got {}",
+                self.rope_theta
+            )));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(Error::config(format!(
+                "norm_eps must be positive, got {}",
+                self.norm_eps
+            )));
+        }
+        if self.max_context > 1 << 24 {
+            return Err(Error::config(format!(
+                "max_context {} is absurdly large",
+                self.max_context
+            )));
+        }
+        if self.streams.is_empty() {
+            return Err(Error::config("streams must list at least one stream"));
+        }
+        for (k, s) in self.streams.iter().enumerate() {
+            self.validate_stream(k, s)?;
+        }
+        self.pattern_kind().map(|_| ())
+    }
+
+    fn validate_stream(&self, k: usize, s: &StreamConfig) -> Result<()> {
+        let name = &s.name;
+        if s.vocab_size == 0 || s.vocab_size > MAX_VOCAB {
+            return Err(Error::config(format!(
+                "streams[{k}] ('{name}'): vocab_size must be in [1, {MAX_VOCAB}], got {}",
+                s.vocab_size
+            )));
+        }
+        let ids = [("pad_id", s.pad_id), ("bos_id", s.bos_id), ("eos_id", s.eos_id)];
+        for (key, id) in ids {
+            if let Some(id) = id.filter(|&id| id as usize >= s.vocab_size) {
+                return Err(Error::config(format!(
+                    "streams[{k}] ('{name}'): {key} {id} is outside the vocabulary (vocab_size {})",
+                    s.vocab_size
+                )));
+            }
+        }
+        if s.bos_id.is_none() {
+            return Err(Error::config(format!(
+                "streams[{k}] ('{name}'): bos_id must be set; it is the special token of step 0 \
+                 and masked positions"
+            )));
+        }
+        if self.pattern == "parallel" && s.delay != 0 {
+            return Err(Error::config(format!(
+                "streams[{k}] ('{name}'): delay {} needs pattern \"delay\"; \"parallel\" means all \
+                 delays are 0",
+                s.delay
+            )));
+        }
+        if s.delay > 1 << 16 {
+            return Err(Error::config(format!(
+                "streams[{k}] ('{name}'): delay {} is absurdly large",
+                s.delay
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use speechinfer_core::config::parse_config;
+
+    fn full() -> serde_json::Value {
+        serde_json::to_value(LmConfig::default()).unwrap()
+    }
+
+    fn parse(value: &serde_json::Value) -> Result<LmConfig> {
+        let config: LmConfig = parse_config(&value.to_string(), LmConfig::REQUIRED_KEYS)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn default_round_trips() {
+        let config = parse(&full()).unwrap();
+        assert_eq!(config, LmConfig::default());
+        assert_eq!(config.head_dim(), 32);
+        assert_eq!(config.special_ids(), vec![1026; 4]);
+        assert_eq!(config.pattern_kind().unwrap(), PatternKind::delay(vec![0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("/n_kv_heads", 3.into(), "n_kv_heads 3 must divide"),
+            ("/n_heads", 6.into(), "even head_dim"),
+            ("/pattern", "flat".into(), "pattern 'flat'"),
+            ("/streams/1/bos_id", serde_json::Value::Null, "bos_id must be set"),
+            ("/streams/2/eos_id", 5000.into(), "eos_id 5000 is outside"),
+            ("/streams", serde_json::json!([]), "at least one stream"),
+            ("/pattern", "parallel".into(), "delay 1 needs pattern"),
+            ("/max_context", 0.into(), "max_context must be positive"),
+        ];
+        for (pointer, value, needle) in cases {
+            let mut config = full();
+            *config.pointer_mut(pointer).unwrap() = value;
+            let err = parse(&config).unwrap_err().to_string();
+            assert!(err.contains(needle), "{pointer}: {err}");
+        }
+        let mut config = full();
+        config["streams"][0]["colour"] = "red".into();
+        let err = parse(&config).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+        let mut config = full();
+        config.as_object_mut().unwrap().remove("ffn_dim");
+        let err = parse(&config).unwrap_err().to_string();
+        assert!(err.contains("missing key(s): ffn_dim"), "{err}");
+    }
+}
