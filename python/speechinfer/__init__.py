@@ -3,7 +3,7 @@
 The engine is Rust (``speechinfer._native``); this package is its thin, typed face.
 """
 
-from speechinfer._native import Codec, StreamDecoder, StreamEncoder, __version__
+from speechinfer._native import Codec, SpeechLM, StreamDecoder, StreamEncoder, __version__
 from speechinfer.errors import (
     CheckpointError,
     ConfigError,
@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "InternalError",
     "SpeechInferError",
+    "SpeechLM",
     "StreamDecoder",
     "StreamEncoder",
     "__version__",

@@ -50,6 +50,50 @@ class Codec:
     def stream_encoder(self, batch_size: int = 1) -> StreamEncoder:
         """A streaming encoder for ``batch_size`` parallel streams: feed it audio of any length."""
 
+class SpeechLM:
+    """A speech token LM loaded from a model directory (``config.json`` + ``model.safetensors``).
+
+    Works on int64 grids ``[B, K, T]``: K token streams (text, audio codebooks, speakers) by T
+    frames. Safe to share between threads.
+    """
+    @property
+    def config_json(self) -> str:
+        """str: The model's ``config.json`` as a JSON string."""
+    @property
+    def delays(self) -> list[int]:
+        """list[int]: Per-stream delays (all 0 for ``"parallel"``)."""
+    def generate(self, prompt: NDArray[np.integer], max_frames: int, sampling: object | None = None, seed: int = 0) -> NDArray[np.int64]:
+        """Continue each prompt frame grid ``[B, K, T]`` by ``max_frames`` frames; returns the int64
+        frame grid ``[B, K, T + max_frames]`` (delays reverted). ``sampling=None`` is greedy, the
+        only mode so far; ``seed`` is accepted for the future sampled modes.
+        """
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> SpeechLM:
+        """Load an LM from a model directory holding ``config.json`` and ``model.safetensors``."""
+    def logits(self, steps: NDArray[np.integer]) -> list[NDArray[np.float32]]:
+        """Teacher-forced logits of a step grid ``[B, K, S]`` (LM steps, pattern already applied):
+        a list of K float32 arrays ``[B, S, V_k]``; logits at step s predict step s + 1.
+        """
+    @property
+    def max_context(self) -> int:
+        """int: Most LM positions (steps) one sequence may feed to the model."""
+    @property
+    def num_streams(self) -> int:
+        """int: K, the number of token streams."""
+    @property
+    def pattern(self) -> str:
+        """str: The pattern name, e.g. ``"delay"`` or ``"parallel"``."""
+    def score(self, grid: NDArray[np.integer]) -> NDArray[np.float64]:
+        """Summed log-probability (float64 ``[B]``) of every token after the first frame of each
+        frame grid ``[B, K, T]``.
+        """
+    @property
+    def special_ids(self) -> list[int]:
+        """list[int]: The special (bos) token of every stream: step 0 and positions without a frame."""
+    @property
+    def vocab_sizes(self) -> list[int]:
+        """list[int]: Vocabulary size of every stream, in stream order."""
+
 class StreamDecoder:
     """Decodes codes frame by frame; the concatenated chunks equal :meth:`Codec.decode` of all frames."""
     @property

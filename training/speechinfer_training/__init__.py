@@ -2,6 +2,7 @@
 
 from .codec import DEFAULT_CONFIG, Codec, CodecOutput, resolve_codec_config
 from .export import load_config, load_pretrained, save_pretrained
+from .lm import SpeechLM, resolve_lm_config
 from .losses import MultiScaleMelLoss, ReconstructionLoss, mel_filterbank
 from .registry import ExportableModel, model_class, register_model, registered_model_types
 from .rvq import EmaSettings, ResidualVectorQuantizer, VectorQuantizer
@@ -15,6 +16,7 @@ __all__ = [
     "MultiScaleMelLoss",
     "ReconstructionLoss",
     "ResidualVectorQuantizer",
+    "SpeechLM",
     "VectorQuantizer",
     "load_config",
     "load_pretrained",
@@ -23,5 +25,6 @@ __all__ = [
     "register_model",
     "registered_model_types",
     "resolve_codec_config",
+    "resolve_lm_config",
     "save_pretrained",
 ]

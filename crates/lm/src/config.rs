@@ -152,13 +152,13 @@ impl LmConfig {
                 return Err(Error::config(format!("{name} must be positive, got 0")));
             }
         }
-        if self.d_model % self.n_heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
             return Err(Error::config(format!(
                 "d_model {} must be n_heads {} times an even head_dim",
                 self.d_model, self.n_heads
             )));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::config(format!(
                 "n_kv_heads {} must divide n_heads {}",
                 self.n_kv_heads, self.n_heads
@@ -199,7 +199,11 @@ impl LmConfig {
                 s.vocab_size
             )));
         }
-        let ids = [("pad_id", s.pad_id), ("bos_id", s.bos_id), ("eos_id", s.eos_id)];
+        let ids = [
+            ("pad_id", s.pad_id),
+            ("bos_id", s.bos_id),
+            ("eos_id", s.eos_id),
+        ];
         for (key, id) in ids {
             if let Some(id) = id.filter(|&id| id as usize >= s.vocab_size) {
                 return Err(Error::config(format!(
@@ -252,7 +256,10 @@ mod tests {
         assert_eq!(config, LmConfig::default());
         assert_eq!(config.head_dim(), 32);
         assert_eq!(config.special_ids(), vec![1026; 4]);
-        assert_eq!(config.pattern_kind().unwrap(), PatternKind::delay(vec![0, 1, 2, 3]));
+        assert_eq!(
+            config.pattern_kind().unwrap(),
+            PatternKind::delay(vec![0, 1, 2, 3])
+        );
     }
 
     #[test]
@@ -261,7 +268,11 @@ mod tests {
             ("/n_kv_heads", 3.into(), "n_kv_heads 3 must divide"),
             ("/n_heads", 6.into(), "even head_dim"),
             ("/pattern", "flat".into(), "pattern 'flat'"),
-            ("/streams/1/bos_id", serde_json::Value::Null, "bos_id must be set"),
+            (
+                "/streams/1/bos_id",
+                serde_json::Value::Null,
+                "bos_id must be set",
+            ),
             ("/streams/2/eos_id", 5000.into(), "eos_id 5000 is outside"),
             ("/streams", serde_json::json!([]), "at least one stream"),
             ("/pattern", "parallel".into(), "delay 1 needs pattern"),

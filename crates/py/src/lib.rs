@@ -5,6 +5,7 @@
 mod arrays;
 mod codec;
 mod errors;
+mod lm;
 
 use pyo3::prelude::*;
 
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::Codec>()?;
     m.add_class::<codec::StreamDecoder>()?;
     m.add_class::<codec::StreamEncoder>()?;
+    m.add_class::<lm::SpeechLM>()?;
     Ok(())
 }

@@ -1,0 +1,303 @@
+//! The speech LM: per-stream embeddings summed into one input, the transformer, one head per
+//! stream. Loads from a model directory and serves teacher-forced logits and scores.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use speechinfer_core::config::{read_config, WEIGHTS_FILE};
+use speechinfer_core::pattern::{PatternKind, PatternLayout};
+use speechinfer_core::weights::Checkpoint;
+use speechinfer_core::{Error, Result};
+
+use crate::attention::KvCache;
+use crate::config::LmConfig;
+use crate::transformer::Transformer;
+
+/// Most sequences one call may hold.
+pub const MAX_BATCH: usize = 4096;
+
+/// The shape `[B, K, L]` of a token buffer (a step grid or a frame grid), row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridShape {
+    pub batch: usize,
+    pub streams: usize,
+    pub len: usize,
+}
+
+impl GridShape {
+    pub fn new(batch: usize, streams: usize, len: usize) -> Self {
+        Self {
+            batch,
+            streams,
+            len,
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.batch * self.streams * self.len
+    }
+}
+
+pub struct SpeechLm {
+    config: LmConfig,
+    pattern: PatternKind,
+    embeddings: Vec<Tensor>,
+    transformer: Transformer,
+    heads: Vec<Tensor>,
+    device: Device,
+}
+
+impl SpeechLm {
+    /// Load `dir/config.json` and `dir/model.safetensors`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config: LmConfig = read_config(dir, LmConfig::REQUIRED_KEYS)?;
+        config.validate()?;
+        let device = Device::Cpu;
+        let weights = dir.join(WEIGHTS_FILE);
+        if !weights.is_file() {
+            return Err(Error::checkpoint(format!(
+                "{} is missing from the model directory",
+                weights.display()
+            )));
+        }
+        let ckpt = Checkpoint::load(&weights, &device)?;
+        Self::from_checkpoint(config, ckpt, device)
+    }
+
+    /// Build from an already-read config and checkpoint; every tensor must be used.
+    pub fn from_checkpoint(config: LmConfig, mut ckpt: Checkpoint, device: Device) -> Result<Self> {
+        config.validate()?;
+        let d = config.d_model;
+        let embeddings = config
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(k, s)| ckpt.take(&format!("embeddings.{k}.weight"), &[s.vocab_size, d]))
+            .collect::<Result<Vec<_>>>()?;
+        let transformer = Transformer::load(&mut ckpt, &config, &device)?;
+        let heads = if config.tie_embeddings {
+            embeddings.clone()
+        } else {
+            let head = |(k, s): (usize, &crate::config::StreamConfig)| {
+                ckpt.take(&format!("heads.{k}.weight"), &[s.vocab_size, d])
+            };
+            config
+                .streams
+                .iter()
+                .enumerate()
+                .map(head)
+                .collect::<Result<_>>()?
+        };
+        ckpt.finish()?;
+        Ok(Self {
+            pattern: config.pattern_kind()?,
+            config,
+            embeddings,
+            transformer,
+            heads,
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &LmConfig {
+        &self.config
+    }
+
+    pub fn pattern(&self) -> &PatternKind {
+        &self.pattern
+    }
+
+    pub fn num_streams(&self) -> usize {
+        self.config.num_streams()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty KV cache for `batch_size` sequences.
+    pub fn new_cache(&self, batch_size: usize) -> Result<KvCache> {
+        check_batch(batch_size)?;
+        KvCache::new(&self.config, batch_size, &self.device)
+    }
+
+    /// Checks that `tokens` is a `[B, K, L]` buffer for this model with every id inside its
+    /// stream's vocabulary. `what` names the argument in messages.
+    pub fn check_tokens(&self, tokens: &[i64], shape: GridShape, what: &str) -> Result<()> {
+        let k_model = self.num_streams();
+        if shape.streams != k_model {
+            return Err(Error::input(format!(
+                "{what} has {} streams, the model has {k_model}",
+                shape.streams
+            )));
+        }
+        check_batch(shape.batch)?;
+        if shape.len == 0 {
+            return Err(Error::input(format!("{what} is empty (length 0)")));
+        }
+        if tokens.len() != shape.numel() {
+            return Err(Error::internal(format!(
+                "{what}: {} values for shape {shape:?}",
+                tokens.len()
+            )));
+        }
+        for (i, &tok) in tokens.iter().enumerate() {
+            let k = i / shape.len % shape.streams;
+            let vocab = self.config.streams[k].vocab_size;
+            if tok < 0 || tok as u64 >= vocab as u64 {
+                let (b, l) = (i / (shape.len * shape.streams), i % shape.len);
+                return Err(Error::input(format!(
+                    "{what}[{b}, {k}, {l}] = {tok} is outside stream {k} ('{}') vocabulary [0, {vocab})",
+                    self.config.streams[k].name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum of the K stream embeddings of each step: `steps [B, K, S]` → `[B, S, d]`.
+    fn embed(&self, steps: &[i64], shape: GridShape) -> Result<Tensor> {
+        let GridShape {
+            batch: b,
+            streams,
+            len: s,
+        } = shape;
+        let mut sum: Option<Tensor> = None;
+        for k in 0..streams {
+            let ids: Vec<u32> = (0..b)
+                .flat_map(|bi| {
+                    steps[(bi * streams + k) * s..][..s]
+                        .iter()
+                        .map(|&t| t as u32)
+                })
+                .collect();
+            let ids = Tensor::from_vec(ids, b * s, &self.device)?;
+            let e = self.embeddings[k].index_select(&ids, 0)?;
+            sum = Some(match sum {
+                None => e,
+                Some(acc) => (acc + e)?,
+            });
+        }
+        let sum = sum.ok_or_else(|| Error::internal("model without streams"))?;
+        Ok(sum.reshape((b, s, self.config.d_model))?)
+    }
+
+    /// Feeds `steps [B, K, S]` (validated by the caller) after what `cache` holds; returns the K
+    /// logits `[B, S, V_k]` (f32).
+    pub fn forward(
+        &self,
+        steps: &[i64],
+        shape: GridShape,
+        cache: &mut KvCache,
+    ) -> Result<Vec<Tensor>> {
+        if cache.batch_size() != shape.batch {
+            return Err(Error::input(format!(
+                "steps hold {} sequences, the cache {}",
+                shape.batch,
+                cache.batch_size()
+            )));
+        }
+        let x = self.embed(steps, shape)?;
+        let h = self.transformer.forward(&x, cache)?;
+        let (b, s, d) = h.dims3()?;
+        let flat = h.reshape((b * s, d))?;
+        self.heads
+            .iter()
+            .map(|w| {
+                let v = w.dim(0)?;
+                Ok(flat.matmul(&w.t()?)?.reshape((b, s, v))?)
+            })
+            .collect()
+    }
+
+    /// Teacher-forced logits of a whole step grid `[B, K, S]`: K tensors `[B, S, V_k]`.
+    pub fn logits(&self, steps: &[i64], shape: GridShape) -> Result<Vec<Tensor>> {
+        self.check_tokens(steps, shape, "steps")?;
+        self.check_context(shape.len, "steps")?;
+        let mut cache = self.new_cache(shape.batch)?;
+        self.forward(steps, shape, &mut cache)
+    }
+
+    /// Fails unless `positions` LM inputs fit in `max_context`.
+    pub fn check_context(&self, positions: usize, what: &str) -> Result<()> {
+        let max = self.config.max_context;
+        if positions > max {
+            return Err(Error::input(format!(
+                "{what} need {positions} LM positions but max_context is {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The pattern's layout for `frames` frames.
+    pub fn layout(&self, frames: usize) -> Result<PatternLayout> {
+        PatternLayout::build(self.pattern.clone(), self.num_streams(), frames)
+            .map_err(|e| Error::input(format!("cannot lay out {frames} frames: {e}")))
+    }
+
+    /// Summed log-probability (f64) of every token after frame 0 of each grid `[B, K, T]`.
+    pub fn score(&self, grid: &[i64], shape: GridShape) -> Result<Vec<f64>> {
+        self.check_tokens(grid, shape, "grid")?;
+        let (b, k_n, t_n) = (shape.batch, shape.streams, shape.len);
+        if t_n > self.config.max_context {
+            return Err(Error::input(format!(
+                "grid of {t_n} frames is longer than max_context {}",
+                self.config.max_context
+            )));
+        }
+        let layout = self.layout(t_n)?;
+        let s_in = layout.num_steps() - 1;
+        self.check_context(s_in, &format!("a grid of {t_n} frames"))?;
+        let specials = self.config.special_ids();
+        let mut steps = Vec::with_capacity(b * k_n * s_in);
+        for item in grid.chunks(k_n * t_n) {
+            let laid = layout.apply(item, &specials).map_err(internal)?;
+            for row in laid.chunks(layout.num_steps()) {
+                steps.extend_from_slice(&row[..s_in]);
+            }
+        }
+        let mut cache = self.new_cache(b)?;
+        let logits = self.forward(&steps, GridShape::new(b, k_n, s_in), &mut cache)?;
+        let mut totals = vec![0f64; b];
+        for (k, logits) in logits.iter().enumerate() {
+            let v = self.config.streams[k].vocab_size;
+            let values = logits
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (bi, total) in totals.iter_mut().enumerate() {
+                for t in 1..t_n {
+                    let s = layout
+                        .first_step(k, t)
+                        .ok_or_else(|| internal("unplaced"))?;
+                    let row = &values[(bi * s_in + s - 1) * v..][..v];
+                    let target = grid[(bi * k_n + k) * t_n + t] as usize;
+                    *total += log_softmax_at(row, target);
+                }
+            }
+        }
+        Ok(totals)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal(e.to_string())
+}
+
+fn check_batch(batch: usize) -> Result<()> {
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(Error::input(format!(
+            "batch size must be in [1, {MAX_BATCH}], got {batch}"
+        )));
+    }
+    Ok(())
+}
+
+/// `log_softmax(row)[target]` in f64.
+pub fn log_softmax_at(row: &[f32], target: usize) -> f64 {
+    let max = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+    let sum: f64 = row.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+    f64::from(row[target]) - max - sum.ln()
+}
