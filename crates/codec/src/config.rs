@@ -1,6 +1,7 @@
 //! The codec's `config.json`, every key defaulted as documented in `docs/codec.md`.
 
 use serde::{Deserialize, Serialize};
+use speechinfer_core::config::check_model_type_and_positive;
 use speechinfer_core::{Error, Result};
 
 pub const MODEL_TYPE: &str = "speechinfer-codec";
@@ -74,30 +75,23 @@ impl CodecConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.model_type != MODEL_TYPE {
-            return Err(Error::config(format!(
-                "model_type is '{}', expected '{MODEL_TYPE}'",
-                self.model_type
-            )));
-        }
-        let positive = [
-            ("sample_rate", self.sample_rate),
-            ("channels", self.channels),
-            ("n_filters", self.n_filters),
-            ("kernel_size", self.kernel_size),
-            ("residual_kernel_size", self.residual_kernel_size),
-            ("last_kernel_size", self.last_kernel_size),
-            ("dilation_base", self.dilation_base),
-            ("compress", self.compress),
-            ("dimension", self.dimension),
-            ("num_codebooks", self.num_codebooks),
-            ("codebook_size", self.codebook_size),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(Error::config(format!("{name} must be positive, got 0")));
-            }
-        }
+        check_model_type_and_positive(
+            &self.model_type,
+            MODEL_TYPE,
+            &[
+                ("sample_rate", self.sample_rate),
+                ("channels", self.channels),
+                ("n_filters", self.n_filters),
+                ("kernel_size", self.kernel_size),
+                ("residual_kernel_size", self.residual_kernel_size),
+                ("last_kernel_size", self.last_kernel_size),
+                ("dilation_base", self.dilation_base),
+                ("compress", self.compress),
+                ("dimension", self.dimension),
+                ("num_codebooks", self.num_codebooks),
+                ("codebook_size", self.codebook_size),
+            ],
+        )?;
         if self.ratios.is_empty() || self.ratios.contains(&0) {
             return Err(Error::config(format!(
                 "ratios must be a non-empty list of positive integers, got {:?}",

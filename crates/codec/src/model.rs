@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use speechinfer_core::config::{read_config, WEIGHTS_FILE};
+use speechinfer_core::config::read_config;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
@@ -25,14 +25,7 @@ impl Codec {
     pub fn load(dir: &Path) -> Result<Self> {
         let config: CodecConfig = read_config(dir, CodecConfig::REQUIRED_KEYS)?;
         let device = Device::Cpu;
-        let weights = dir.join(WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(Error::checkpoint(format!(
-                "{} is missing from the model directory",
-                weights.display()
-            )));
-        }
-        let ckpt = Checkpoint::load(&weights, &device)?;
+        let ckpt = Checkpoint::load_model_dir(dir, &device)?;
         Self::from_checkpoint(config, ckpt, device)
     }
 

@@ -28,6 +28,25 @@ pub fn read_config<T: DeserializeOwned>(dir: &Path, required: &[&str]) -> Result
         .map_err(|e| Error::config(format!("{}: {}", path.display(), e.message())))
 }
 
+/// Fail unless `model_type` is `expected`, then unless every named value is positive.
+pub fn check_model_type_and_positive(
+    model_type: &str,
+    expected: &str,
+    values: &[(&str, usize)],
+) -> Result<()> {
+    if model_type != expected {
+        return Err(Error::config(format!(
+            "model_type is '{model_type}', expected '{expected}'"
+        )));
+    }
+    for (name, value) in values {
+        if *value == 0 {
+            return Err(Error::config(format!("{name} must be positive, got 0")));
+        }
+    }
+    Ok(())
+}
+
 /// Parse a JSON object into `T`, requiring every key in `required`.
 pub fn parse_config<T: DeserializeOwned>(text: &str, required: &[&str]) -> Result<T> {
     let value: serde_json::Value =

@@ -52,6 +52,18 @@ impl Checkpoint {
         })
     }
 
+    /// `dir/model.safetensors`, with a clear error when the model directory lacks it.
+    pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let weights = dir.join(crate::config::WEIGHTS_FILE);
+        if !weights.is_file() {
+            return Err(Error::checkpoint(format!(
+                "{} is missing from the model directory",
+                weights.display()
+            )));
+        }
+        Self::load(&weights, device)
+    }
+
     /// A source of random weights with whatever shapes the model asks for (benches, tests).
     pub fn random(std: f32, device: &Device) -> Self {
         Self {

@@ -1,6 +1,7 @@
 //! The LM's `config.json`, every key defaulted as documented in `docs/lm.md`.
 
 use serde::{Deserialize, Serialize};
+use speechinfer_core::config::check_model_type_and_positive;
 use speechinfer_core::pattern::PatternKind;
 use speechinfer_core::{Error, Result};
 
@@ -133,25 +134,18 @@ impl LmConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.model_type != MODEL_TYPE {
-            return Err(Error::config(format!(
-                "model_type is '{}', expected '{MODEL_TYPE}'",
-                self.model_type
-            )));
-        }
-        let positive = [
-            ("d_model", self.d_model),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-            ("ffn_dim", self.ffn_dim),
-            ("max_context", self.max_context),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(Error::config(format!("{name} must be positive, got 0")));
-            }
-        }
+        check_model_type_and_positive(
+            &self.model_type,
+            MODEL_TYPE,
+            &[
+                ("d_model", self.d_model),
+                ("n_layers", self.n_layers),
+                ("n_heads", self.n_heads),
+                ("n_kv_heads", self.n_kv_heads),
+                ("ffn_dim", self.ffn_dim),
+                ("max_context", self.max_context),
+            ],
+        )?;
         if !self.d_model.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
             return Err(Error::config(format!(
                 "d_model {} must be n_heads {} times an even head_dim",

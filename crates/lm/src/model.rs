@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use speechinfer_core::config::{read_config, WEIGHTS_FILE};
+use speechinfer_core::config::read_config;
 use speechinfer_core::pattern::{PatternKind, PatternLayout};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
@@ -53,14 +53,7 @@ impl SpeechLm {
         let config: LmConfig = read_config(dir, LmConfig::REQUIRED_KEYS)?;
         config.validate()?;
         let device = Device::Cpu;
-        let weights = dir.join(WEIGHTS_FILE);
-        if !weights.is_file() {
-            return Err(Error::checkpoint(format!(
-                "{} is missing from the model directory",
-                weights.display()
-            )));
-        }
-        let ckpt = Checkpoint::load(&weights, &device)?;
+        let ckpt = Checkpoint::load_model_dir(dir, &device)?;
         Self::from_checkpoint(config, ckpt, device)
     }
 
