@@ -92,3 +92,13 @@ def test_stream_batch_mismatch_is_input_error(codec: si.Codec) -> None:
         dec.step(random_codes(codec, 1, 1))
     with pytest.raises(si.InputError, match="batch_size"):
         codec.stream_decoder(batch_size=0)
+
+
+def test_bad_reset_index_leaves_state_intact(codec: si.Codec) -> None:
+    a, b = random_codes(codec, 2, 3, seed=6), random_codes(codec, 2, 3, seed=7)
+    dec, reference = codec.stream_decoder(batch_size=2), codec.stream_decoder(batch_size=2)
+    dec.step(a)
+    reference.step(a)
+    with pytest.raises(si.InputError, match="out of range"):
+        dec.reset(2)
+    np.testing.assert_array_equal(dec.step(b), reference.step(b))

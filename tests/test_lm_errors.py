@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,6 @@ from safetensors.torch import load_file, save_file
 from speechinfer_training.export import save_pretrained
 from speechinfer_training.lm import SpeechLM as TwinLM
 from speechinfer_training.lm import small_config
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

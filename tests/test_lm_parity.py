@@ -3,14 +3,10 @@ identical greedy generations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 import speechinfer as si
 import torch
-from speechinfer_training.export import save_pretrained
 from speechinfer_training.lm import SpeechLM as TwinLM
 from speechinfer_training.lm import small_config
 
@@ -50,42 +46,6 @@ CONFIGS = {
     ),
     "default": {},
 }
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def random_lm(config: dict, seed: int = 0) -> TwinLM:
-    """A twin with random weights large enough to make attention and norms non-trivial."""
-    torch.manual_seed(seed)
-    model = TwinLM(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.copy_(1.0 + 0.2 * torch.randn_like(param))
-            elif "embeddings" in name:
-                param.normal_(0.0, 1.0)
-            else:
-                param.normal_(0.0, 1.5 / param.shape[1] ** 0.5)
-    return model
-
-
-@pytest.fixture
-def export_lm(tmp_path: Path) -> Callable[..., tuple[TwinLM, Path]]:
-    counter = iter(range(1000))
-
-    def make(config: dict, seed: int = 0) -> tuple[TwinLM, Path]:
-        model = random_lm(config, seed)
-        path = tmp_path / f"lm{next(counter)}"
-        save_pretrained(model, path)
-        return model, path
-
-    return make
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:

@@ -7,7 +7,6 @@ independently of the model code.
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,15 +65,6 @@ CONFIGS = [
     },
     {**TINY, "ratios": [5], "n_filters": 6, "residual_kernel_size": 5, "sample_rate": 8000},
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one thread, especially on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def full_config(config: dict) -> dict:

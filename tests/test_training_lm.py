@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,6 @@ from speechinfer_training import patterns as P
 from speechinfer_training.export import load_pretrained, save_pretrained
 from speechinfer_training.lm import DEFAULT_CONFIG, SpeechLM, resolve_lm_config, small_config
 from speechinfer_training.registry import registered_model_types
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # Every grid of reference/patterns.md (K = 3, T = 4): S = special, n = frame n - 1.
 GRIDS = {

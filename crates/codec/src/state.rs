@@ -40,17 +40,17 @@ impl StreamState {
                 self.batch_size
             )));
         }
+        if self.pending.is_some() {
+            return Err(Error::input(
+                "cannot reset one stream while the encoder holds a partial frame for the batch",
+            ));
+        }
         let mut keep = vec![1f32; self.batch_size];
         keep[index] = 0.0;
         for slot in self.slots.iter_mut().flatten() {
             let mask = Tensor::from_slice(&keep, (self.batch_size, 1, 1), slot.device())?
                 .to_dtype(slot.dtype())?;
             *slot = slot.broadcast_mul(&mask)?;
-        }
-        if self.pending.is_some() {
-            return Err(Error::input(
-                "cannot reset one stream while the encoder holds a partial frame for the batch",
-            ));
         }
         Ok(())
     }

@@ -488,8 +488,8 @@ fn apply_min_p(logits: &mut [f32], p: f32) {
     }
 }
 
-/// First index of the maximum; `None` if every entry is `-inf`.
-fn argmax(logits: &[f32]) -> Option<usize> {
+/// First index of the maximum (greedy choice); `None` if every entry is `-inf`.
+pub fn argmax(logits: &[f32]) -> Option<usize> {
     let m = max_logit(logits);
     if m == f32::NEG_INFINITY {
         return None;

@@ -1,22 +1,12 @@
 //! Greedy continuation of a prompt frame grid (`docs/lm.md`, "Greedy generation").
 
+use speechinfer_core::sampling::argmax;
 use speechinfer_core::{Error, Result};
 
 use crate::model::{GridShape, SpeechLm};
 
 /// Marks a step position whose token is still to be generated.
 const TO_GENERATE: i64 = -1;
-
-/// Index of the largest value, the first one on ties.
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best
-}
 
 impl SpeechLm {
     /// Continues each prompt `[B, K, T]` (frames) by `max_frames` greedy frames; returns the
@@ -86,7 +76,11 @@ impl SpeechLm {
                 for bi in 0..b {
                     let pos = (bi * k_n + k) * s_n + next;
                     if steps[pos] == TO_GENERATE {
-                        steps[pos] = argmax(&last[bi * v..][..v]) as i64;
+                        let row = &last[bi * v..][..v];
+                        let token = argmax(row).ok_or_else(|| {
+                            Error::internal(format!("stream {k}: every logit is -inf"))
+                        })?;
+                        steps[pos] = token as i64;
                     }
                 }
             }
@@ -105,17 +99,5 @@ impl SpeechLm {
             grid.extend(frames);
         }
         Ok(grid)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::argmax;
-
-    #[test]
-    fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), 1);
-        assert_eq!(argmax(&[2.0]), 0);
     }
 }

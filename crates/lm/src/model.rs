@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use speechinfer_core::config::read_config;
 use speechinfer_core::pattern::{PatternKind, PatternLayout};
 use speechinfer_core::weights::Checkpoint;
@@ -232,12 +232,6 @@ impl SpeechLm {
     pub fn score(&self, grid: &[i64], shape: GridShape) -> Result<Vec<f64>> {
         self.check_tokens(grid, shape, "grid")?;
         let (b, k_n, t_n) = (shape.batch, shape.streams, shape.len);
-        if t_n > self.config.max_context {
-            return Err(Error::input(format!(
-                "grid of {t_n} frames is longer than max_context {}",
-                self.config.max_context
-            )));
-        }
         let layout = self.layout(t_n)?;
         let s_in = layout.num_steps() - 1;
         self.check_context(s_in, &format!("a grid of {t_n} frames"))?;
@@ -254,10 +248,7 @@ impl SpeechLm {
         let mut totals = vec![0f64; b];
         for (k, logits) in logits.iter().enumerate() {
             let v = self.config.streams[k].vocab_size;
-            let values = logits
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let values = logits.flatten_all()?.to_vec1::<f32>()?;
             for (bi, total) in totals.iter_mut().enumerate() {
                 for t in 1..t_n {
                     let s = layout

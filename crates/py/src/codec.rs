@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use speechinfer_codec::{Codec as Engine, StreamState};
@@ -188,8 +188,7 @@ impl Codec {
         let codes = self.codes_input(py, codes)?;
         let engine = self.engine.clone();
         let wave = without_gil(py, move || {
-            let mut state = StreamState::new(codes.shape[0]);
-            run_decode(&engine, &mut state, &codes)
+            tensor_to_host(&engine.decode(&codes.to_tensor(&Device::Cpu)?)?)
         })?;
         self.wave_output(py, wave)
     }
@@ -320,11 +319,4 @@ impl StreamEncoder {
             Ok(())
         })
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn check<T: Send + Sync>() {}
-    check::<Engine>();
-    check::<Tensor>();
 }
