@@ -1,29 +1,29 @@
-//! Grouped-query causal self-attention with rotary position embeddings and a preallocated
+//! Grouped-query self-attention with rotary position embeddings, and the preallocated per-slot
 //! KV cache (`docs/lm.md`).
 
 use candle_core::{DType, Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
-use crate::config::LmConfig;
+use crate::transformer::Sizes;
 
-/// `cos` / `sin` tables `[max_context, head_dim / 2]` of the rotate-half RoPE.
+/// `cos` / `sin` tables `[positions, head_dim / 2]` of the rotate-half RoPE.
 pub struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    pub fn new(config: &LmConfig, device: &Device) -> Result<Self> {
-        let half = config.head_dim() / 2;
-        let positions = config.max_context;
-        let hd = config.head_dim() as f64;
+    pub fn new(sizes: &Sizes, device: &Device) -> Result<Self> {
+        let half = sizes.head_dim() / 2;
+        let positions = sizes.max_positions;
+        let hd = sizes.head_dim() as f64;
         // Angles in f64, then rounded once to f32 (the twin does the same).
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
         for p in 0..positions {
             for j in 0..half {
-                let inv_freq = config.rope_theta.powf(-(2.0 * j as f64) / hd);
+                let inv_freq = sizes.rope_theta.powf(-(2.0 * j as f64) / hd);
                 let angle = p as f64 * inv_freq;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
@@ -44,87 +44,89 @@ impl Rope {
     }
 }
 
-/// Keys and values of one layer for `B` sequence slots, preallocated to `capacity` positions.
-/// All slots advance together (one `len`).
+/// Keys and values of one layer of one sequence slot, `[1, Hkv, capacity, hd]` each.
 pub struct LayerCache {
     k: Tensor,
     v: Tensor,
 }
 
-/// The KV cache of a whole model: one [`LayerCache`] per layer and the number of positions
-/// already stored.
-pub struct KvCache {
+/// The cache of one sequence: one [`LayerCache`] per layer and the positions already stored.
+pub struct SlotCache {
     layers: Vec<LayerCache>,
-    batch_size: usize,
     len: usize,
+}
+
+/// The KV cache of a batch: one [`SlotCache`] per sequence, each with its own length, so
+/// sequences of different lengths share batched projections while attending only to their own
+/// positions.
+pub struct KvCache {
+    slots: Vec<SlotCache>,
     capacity: usize,
 }
 
 impl KvCache {
-    pub fn new(config: &LmConfig, batch_size: usize, device: &Device) -> Result<Self> {
-        let shape = (
-            batch_size,
-            config.n_kv_heads,
-            config.max_context,
-            config.head_dim(),
-        );
-        let layers = (0..config.n_layers)
-            .map(|_| {
-                Ok(LayerCache {
-                    k: Tensor::zeros(shape, DType::F32, device)?,
-                    v: Tensor::zeros(shape, DType::F32, device)?,
+    pub fn new(sizes: &Sizes, batch_size: usize, device: &Device) -> Result<Self> {
+        let shape = (1, sizes.n_kv_heads, sizes.max_positions, sizes.head_dim());
+        let slot = || -> Result<SlotCache> {
+            let layers = (0..sizes.n_layers)
+                .map(|_| {
+                    Ok(LayerCache {
+                        k: Tensor::zeros(shape, DType::F32, device)?,
+                        v: Tensor::zeros(shape, DType::F32, device)?,
+                    })
                 })
-            })
-            .collect::<Result<_>>()?;
+                .collect::<Result<_>>()?;
+            Ok(SlotCache { layers, len: 0 })
+        };
         Ok(Self {
-            layers,
-            batch_size,
-            len: 0,
-            capacity: config.max_context,
+            slots: (0..batch_size).map(|_| slot()).collect::<Result<_>>()?,
+            capacity: sizes.max_positions,
         })
     }
 
     pub fn batch_size(&self) -> usize {
-        self.batch_size
+        self.slots.len()
     }
 
-    /// Positions already stored (= the position of the next step).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Positions stored for `slot` (= the position of its next step).
+    pub fn len(&self, slot: usize) -> usize {
+        self.slots[slot].len
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Forget everything (the buffers are kept).
+    /// Forget every slot (the buffers are kept).
     pub fn reset(&mut self) {
-        self.len = 0;
+        for slot in &mut self.slots {
+            slot.len = 0;
+        }
     }
 
-    /// Fails unless `steps` more positions fit.
-    pub fn check_room(&self, steps: usize) -> Result<()> {
-        if self.len + steps > self.capacity {
-            return Err(Error::input(format!(
-                "the sequence needs {} positions but max_context is {} (already used {})",
-                self.len + steps,
-                self.capacity,
-                self.len
-            )));
+    /// Fails unless `steps` more positions fit in every slot of `rows`.
+    pub fn check_room(&self, rows: &[usize], steps: usize) -> Result<()> {
+        for &slot in rows {
+            let len = self.slots[slot].len;
+            if len + steps > self.capacity {
+                return Err(Error::input(format!(
+                    "the sequence needs {} positions but max_context is {} (already used {len})",
+                    len + steps,
+                    self.capacity
+                )));
+            }
         }
         Ok(())
     }
 
-    pub(crate) fn layer(&self, i: usize) -> &LayerCache {
-        &self.layers[i]
+    pub(crate) fn layer(&self, slot: usize, layer: usize) -> &LayerCache {
+        &self.slots[slot].layers[layer]
     }
 
-    pub(crate) fn advance(&mut self, steps: usize) {
-        self.len += steps;
+    pub(crate) fn advance(&mut self, rows: &[usize], steps: usize) {
+        for &slot in rows {
+            self.slots[slot].len += steps;
+        }
     }
 }
 
@@ -146,10 +148,22 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(y.reshape((b, s, out))?)
 }
 
+/// Where the keys and values of a forward come from.
+pub enum KvSource<'a> {
+    /// Row `a` of the input belongs to cache slot `rows[a]`, whose stored positions it extends.
+    Cache {
+        cache: &'a KvCache,
+        layer: usize,
+        rows: &'a [usize],
+    },
+    /// No cache: the input is the whole sequence, at positions `0..S`, causal or bidirectional.
+    Full { causal: bool },
+}
+
 impl Attention {
-    pub fn load(ckpt: &mut Checkpoint, prefix: &str, config: &LmConfig) -> Result<Self> {
-        let (d, hd) = (config.d_model, config.head_dim());
-        let (h, hkv) = (config.n_heads, config.n_kv_heads);
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, sizes: &Sizes) -> Result<Self> {
+        let (d, hd) = (sizes.d_model, sizes.head_dim());
+        let (h, hkv) = (sizes.n_heads, sizes.n_kv_heads);
         Ok(Self {
             q_proj: ckpt.take(&format!("{prefix}.q_proj.weight"), &[h * hd, d])?,
             k_proj: ckpt.take(&format!("{prefix}.k_proj.weight"), &[hkv * hd, d])?,
@@ -161,34 +175,62 @@ impl Attention {
         })
     }
 
-    /// `x [B, S, d]` at positions `offset .. offset + S` → `[B, S, d]`; appends the new keys and
-    /// values to `cache` at `offset` (the caller checked the room and advances the length).
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        cache: &LayerCache,
-        offset: usize,
-    ) -> Result<Tensor> {
+    /// `x [B, S, d]` → `[B, S, d]`. With a cache, row `a` sits at positions
+    /// `len(rows[a]) .. + S` and its keys/values are written there (the caller checked the room
+    /// and advances the lengths).
+    pub fn forward(&self, x: &Tensor, rope: &Rope, source: &KvSource) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |w: &Tensor, n: usize| -> Result<Tensor> {
             Ok(linear(x, w)?.reshape((b, s, n, hd))?.transpose(1, 2)?)
         };
-        let q = rope.apply(&heads(&self.q_proj, h)?, offset)?;
-        let k = rope.apply(&heads(&self.k_proj, hkv)?, offset)?;
-        let v = heads(&self.v_proj, hkv)?.contiguous()?;
-        cache.k.slice_set(&k, 2, offset)?;
-        cache.v.slice_set(&v, 2, offset)?;
-        let total = offset + s;
-        let k = repeat_kv(&cache.k.narrow(2, 0, total)?, h / hkv)?;
-        let v = repeat_kv(&cache.v.narrow(2, 0, total)?, h / hkv)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = scores.broadcast_add(&causal_mask(s, offset, x.device())?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h * hd))?;
+        let (q, k, v) = (
+            heads(&self.q_proj, h)?,
+            heads(&self.k_proj, hkv)?,
+            heads(&self.v_proj, hkv)?,
+        );
+        let out = match source {
+            KvSource::Full { causal } => {
+                let (q, k) = (rope.apply(&q, 0)?, rope.apply(&k, 0)?);
+                let mask = causal.then(|| causal_mask(s, 0, x.device())).transpose()?;
+                self.attend(&q, &k, &v.contiguous()?, mask.as_ref())?
+            }
+            KvSource::Cache { cache, layer, rows } => {
+                let mut outs = Vec::with_capacity(b);
+                for (a, &slot) in rows.iter().enumerate() {
+                    let offset = cache.len(slot);
+                    let lc = cache.layer(slot, *layer);
+                    let q = rope.apply(&q.narrow(0, a, 1)?, offset)?;
+                    let k = rope.apply(&k.narrow(0, a, 1)?, offset)?;
+                    lc.k.slice_set(&k, 2, offset)?;
+                    lc.v.slice_set(&v.narrow(0, a, 1)?.contiguous()?, 2, offset)?;
+                    let total = offset + s;
+                    let mask = (s > 1)
+                        .then(|| causal_mask(s, offset, x.device()))
+                        .transpose()?;
+                    let keys = lc.k.narrow(2, 0, total)?;
+                    let values = lc.v.narrow(2, 0, total)?;
+                    outs.push(self.attend(&q, &keys, &values, mask.as_ref())?);
+                }
+                Tensor::cat(&outs, 0)?
+            }
+        };
+        let out = out.transpose(1, 2)?.reshape((b, s, h * hd))?;
         linear(&out, &self.o_proj)
+    }
+
+    /// Softmax attention of `q [B, H, S, hd]` over `k, v [B, Hkv, L, hd]` with an optional
+    /// additive mask `[S, L]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let rep = self.n_heads / self.n_kv_heads;
+        let (k, v) = (repeat_kv(k, rep)?, repeat_kv(v, rep)?);
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        Ok(probs.matmul(&v)?)
     }
 }
 

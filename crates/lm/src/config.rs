@@ -5,6 +5,8 @@ use speechinfer_core::config::check_model_type_and_positive;
 use speechinfer_core::pattern::PatternKind;
 use speechinfer_core::{Error, Result};
 
+use crate::transformer::Sizes;
+
 pub const MODEL_TYPE: &str = "speechinfer-lm";
 
 /// Largest vocabulary a stream may declare (token ids are u32 in the sampler).
@@ -51,6 +53,49 @@ impl StreamConfig {
     }
 }
 
+/// Sizes of the depth transformer (`pattern: "depth"`, `docs/lm.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepthConfig {
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub ffn_dim: usize,
+    pub per_position_proj: bool,
+}
+
+/// How the grid is decoded (`pattern` in `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    Parallel,
+    Delay,
+    Flatten,
+    Depth,
+    CoarseFirst,
+}
+
+impl Decoding {
+    pub const NAMES: &'static str =
+        "\"parallel\", \"delay\", \"flatten\", \"depth\" or \"coarse_first\"";
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "parallel" => Self::Parallel,
+            "delay" => Self::Delay,
+            "flatten" => Self::Flatten,
+            "depth" => Self::Depth,
+            "coarse_first" => Self::CoarseFirst,
+            _ => return None,
+        })
+    }
+
+    /// Whether stream delays shift the layout.
+    pub fn honours_delays(self) -> bool {
+        matches!(self, Self::Delay | Self::Depth)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LmConfig {
@@ -66,6 +111,8 @@ pub struct LmConfig {
     pub tie_embeddings: bool,
     pub streams: Vec<StreamConfig>,
     pub pattern: String,
+    pub depth: Option<DepthConfig>,
+    pub end_stream: usize,
 }
 
 impl Default for LmConfig {
@@ -83,6 +130,8 @@ impl Default for LmConfig {
             tie_embeddings: false,
             streams: (0..4).map(StreamConfig::audio).collect(),
             pattern: "delay".to_string(),
+            depth: None,
+            end_stream: 0,
         }
     }
 }
@@ -120,17 +169,61 @@ impl LmConfig {
         self.streams.iter().map(StreamConfig::special_id).collect()
     }
 
-    /// The pattern as a layout kind (after [`LmConfig::validate`]).
-    pub fn pattern_kind(&self) -> Result<PatternKind> {
-        match self.pattern.as_str() {
-            "parallel" => Ok(PatternKind::Parallel),
-            "delay" => Ok(PatternKind::delay(
-                self.streams.iter().map(|s| s.delay).collect(),
-            )),
-            other => Err(Error::config(format!(
-                "pattern '{other}' is not supported; expected \"parallel\" or \"delay\""
-            ))),
+    pub fn decoding(&self) -> Result<Decoding> {
+        Decoding::parse(&self.pattern).ok_or_else(|| {
+            Error::config(format!(
+                "pattern '{}' is not supported; expected {}",
+                self.pattern,
+                Decoding::NAMES
+            ))
+        })
+    }
+
+    /// Streams the main transformer reads and predicts: all of them, except under
+    /// `"coarse_first"` where the autoregressive model sees stream 0 only.
+    pub fn main_streams(&self) -> usize {
+        match self.decoding() {
+            Ok(Decoding::CoarseFirst) => 1,
+            _ => self.num_streams(),
         }
+    }
+
+    /// The main transformer's step layout kind (after [`LmConfig::validate`]).
+    pub fn pattern_kind(&self) -> Result<PatternKind> {
+        let delays = || self.streams.iter().map(|s| s.delay).collect();
+        Ok(match self.decoding()? {
+            Decoding::Parallel | Decoding::CoarseFirst => PatternKind::Parallel,
+            Decoding::Delay | Decoding::Depth => PatternKind::delay(delays()),
+            Decoding::Flatten => PatternKind::flatten(self.num_streams()),
+        })
+    }
+
+    /// The main transformer's sizes.
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            ffn_dim: self.ffn_dim,
+            rope_theta: self.rope_theta,
+            norm_eps: self.norm_eps,
+            max_positions: self.max_context,
+        }
+    }
+
+    /// The depth transformer's sizes (its positions are the K streams of one step).
+    pub fn depth_sizes(&self) -> Option<Sizes> {
+        self.depth.as_ref().map(|d| Sizes {
+            d_model: d.d_model,
+            n_layers: d.n_layers,
+            n_heads: d.n_heads,
+            n_kv_heads: d.n_kv_heads,
+            ffn_dim: d.ffn_dim,
+            rope_theta: self.rope_theta,
+            norm_eps: self.norm_eps,
+            max_positions: self.num_streams(),
+        })
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -179,13 +272,50 @@ impl LmConfig {
         if self.streams.is_empty() {
             return Err(Error::config("streams must list at least one stream"));
         }
+        let decoding = self.decoding()?;
         for (k, s) in self.streams.iter().enumerate() {
-            self.validate_stream(k, s)?;
+            self.validate_stream(k, s, decoding)?;
         }
-        self.pattern_kind().map(|_| ())
+        if self.end_stream >= self.num_streams() {
+            return Err(Error::config(format!(
+                "end_stream {} must name one of the {} streams",
+                self.end_stream,
+                self.num_streams()
+            )));
+        }
+        self.validate_decoding(decoding)
     }
 
-    fn validate_stream(&self, k: usize, s: &StreamConfig) -> Result<()> {
+    fn validate_decoding(&self, decoding: Decoding) -> Result<()> {
+        match (decoding, &self.depth) {
+            (Decoding::Depth, None) => {
+                return Err(Error::config(
+                    "pattern \"depth\" needs a `depth` object with the depth transformer's sizes",
+                ))
+            }
+            (Decoding::Depth, Some(depth)) => validate_depth(depth)?,
+            (_, Some(_)) => {
+                return Err(Error::config(format!(
+                    "`depth` is only used by pattern \"depth\", not \"{}\"",
+                    self.pattern
+                )))
+            }
+            (_, None) => {}
+        }
+        if decoding == Decoding::Depth && self.tie_embeddings {
+            return Err(Error::config(
+                "pattern \"depth\" has no main heads to tie: tie_embeddings must be false",
+            ));
+        }
+        if decoding == Decoding::CoarseFirst && self.num_streams() < 2 {
+            return Err(Error::config(
+                "pattern \"coarse_first\" needs at least 2 streams (AR stream 0 + NAR stages)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_stream(&self, k: usize, s: &StreamConfig, decoding: Decoding) -> Result<()> {
         let name = &s.name;
         if s.vocab_size == 0 || s.vocab_size > MAX_VOCAB {
             return Err(Error::config(format!(
@@ -212,11 +342,11 @@ impl LmConfig {
                  and masked positions"
             )));
         }
-        if self.pattern == "parallel" && s.delay != 0 {
+        if !decoding.honours_delays() && s.delay != 0 {
             return Err(Error::config(format!(
-                "streams[{k}] ('{name}'): delay {} needs pattern \"delay\"; \"parallel\" means all \
-                 delays are 0",
-                s.delay
+                "streams[{k}] ('{name}'): delay {} needs pattern \"delay\" or \"depth\"; \"{}\" \
+                 means all delays are 0",
+                s.delay, self.pattern
             )));
         }
         if s.delay > 1 << 16 {
@@ -227,6 +357,34 @@ impl LmConfig {
         }
         Ok(())
     }
+}
+
+fn validate_depth(depth: &DepthConfig) -> Result<()> {
+    check_model_type_and_positive(
+        MODEL_TYPE,
+        MODEL_TYPE,
+        &[
+            ("depth.d_model", depth.d_model),
+            ("depth.n_layers", depth.n_layers),
+            ("depth.n_heads", depth.n_heads),
+            ("depth.n_kv_heads", depth.n_kv_heads),
+            ("depth.ffn_dim", depth.ffn_dim),
+        ],
+    )?;
+    let head_dim = depth.d_model / depth.n_heads;
+    if !depth.d_model.is_multiple_of(depth.n_heads) || !head_dim.is_multiple_of(2) {
+        return Err(Error::config(format!(
+            "depth.d_model {} must be depth.n_heads {} times an even head_dim",
+            depth.d_model, depth.n_heads
+        )));
+    }
+    if !depth.n_heads.is_multiple_of(depth.n_kv_heads) {
+        return Err(Error::config(format!(
+            "depth.n_kv_heads {} must divide depth.n_heads {}",
+            depth.n_kv_heads, depth.n_heads
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -270,6 +428,8 @@ mod tests {
             ("/streams/2/eos_id", 5000.into(), "eos_id 5000 is outside"),
             ("/streams", serde_json::json!([]), "at least one stream"),
             ("/pattern", "parallel".into(), "delay 1 needs pattern"),
+            ("/pattern", "depth".into(), "needs a `depth` object"),
+            ("/end_stream", 4.into(), "end_stream 4 must name"),
             ("/max_context", 0.into(), "max_context must be positive"),
         ];
         for (pointer, value, needle) in cases {

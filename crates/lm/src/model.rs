@@ -10,7 +10,8 @@ use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
 use crate::attention::KvCache;
-use crate::config::LmConfig;
+use crate::config::{Decoding, LmConfig};
+use crate::embed::{embed_sum, NO_INPUT};
 use crate::transformer::Transformer;
 
 /// Most sequences one call may hold.
@@ -61,25 +62,22 @@ impl SpeechLm {
     pub fn from_checkpoint(config: LmConfig, mut ckpt: Checkpoint, device: Device) -> Result<Self> {
         config.validate()?;
         let d = config.d_model;
-        let embeddings = config
-            .streams
+        let main = &config.streams[..config.main_streams()];
+        let embeddings = main
             .iter()
             .enumerate()
             .map(|(k, s)| ckpt.take(&format!("embeddings.{k}.weight"), &[s.vocab_size, d]))
             .collect::<Result<Vec<_>>>()?;
-        let transformer = Transformer::load(&mut ckpt, &config, &device)?;
+        let transformer = Transformer::load(&mut ckpt, "", config.sizes(), &device)?;
         let heads = if config.tie_embeddings {
             embeddings.clone()
+        } else if config.decoding()? == Decoding::Depth {
+            Vec::new()
         } else {
             let head = |(k, s): (usize, &crate::config::StreamConfig)| {
                 ckpt.take(&format!("heads.{k}.weight"), &[s.vocab_size, d])
             };
-            config
-                .streams
-                .iter()
-                .enumerate()
-                .map(head)
-                .collect::<Result<_>>()?
+            main.iter().enumerate().map(head).collect::<Result<_>>()?
         };
         ckpt.finish()?;
         Ok(Self {
@@ -111,13 +109,23 @@ impl SpeechLm {
     /// An empty KV cache for `batch_size` sequences.
     pub fn new_cache(&self, batch_size: usize) -> Result<KvCache> {
         check_batch(batch_size)?;
-        KvCache::new(&self.config, batch_size, &self.device)
+        self.transformer.new_cache(batch_size)
     }
 
     /// Checks that `tokens` is a `[B, K, L]` buffer for this model with every id inside its
-    /// stream's vocabulary. `what` names the argument in messages.
+    /// stream's vocabulary or the `-1` "no input" marker. `what` names the argument in messages.
     pub fn check_tokens(&self, tokens: &[i64], shape: GridShape, what: &str) -> Result<()> {
-        let k_model = self.num_streams();
+        self.check_tokens_of(tokens, shape, what, self.num_streams())
+    }
+
+    /// [`SpeechLm::check_tokens`] for a buffer of the first `k_model` streams.
+    pub fn check_tokens_of(
+        &self,
+        tokens: &[i64],
+        shape: GridShape,
+        what: &str,
+        k_model: usize,
+    ) -> Result<()> {
         if shape.streams != k_model {
             return Err(Error::input(format!(
                 "{what} has {} streams, the model has {k_model}",
@@ -137,10 +145,11 @@ impl SpeechLm {
         for (i, &tok) in tokens.iter().enumerate() {
             let k = i / shape.len % shape.streams;
             let vocab = self.config.streams[k].vocab_size;
-            if tok < 0 || tok as u64 >= vocab as u64 {
+            if tok < NO_INPUT || tok >= 0 && tok as u64 >= vocab as u64 {
                 let (b, l) = (i / (shape.len * shape.streams), i % shape.len);
                 return Err(Error::input(format!(
-                    "{what}[{b}, {k}, {l}] = {tok} is outside stream {k} ('{}') vocabulary [0, {vocab})",
+                    "{what}[{b}, {k}, {l}] = {tok} is outside stream {k} ('{}') vocabulary \
+                     [0, {vocab}) (-1 = no input)",
                     self.config.streams[k].name
                 )));
             }
@@ -148,31 +157,43 @@ impl SpeechLm {
         Ok(())
     }
 
-    /// Sum of the K stream embeddings of each step: `steps [B, K, S]` → `[B, S, d]`.
+    /// Sum of the main model's stream embeddings of each step: `steps [B, K, S]` → `[B, S, d]`.
     fn embed(&self, steps: &[i64], shape: GridShape) -> Result<Tensor> {
-        let GridShape {
-            batch: b,
-            streams,
-            len: s,
-        } = shape;
-        let mut sum: Option<Tensor> = None;
-        for k in 0..streams {
-            let ids: Vec<u32> = (0..b)
-                .flat_map(|bi| {
-                    steps[(bi * streams + k) * s..][..s]
-                        .iter()
-                        .map(|&t| t as u32)
-                })
-                .collect();
-            let ids = Tensor::from_vec(ids, b * s, &self.device)?;
-            let e = self.embeddings[k].index_select(&ids, 0)?;
-            sum = Some(match sum {
-                None => e,
-                Some(acc) => (acc + e)?,
-            });
+        let dims = (shape.batch, shape.streams, shape.len);
+        embed_sum(&self.embeddings, steps, dims, &self.device)
+    }
+
+    /// Final hidden states `[B, S, d]` of `steps [B, K, S]` fed after what cache slots
+    /// `rows[b]` hold (those slots grow by S).
+    pub fn hidden(
+        &self,
+        steps: &[i64],
+        shape: GridShape,
+        cache: &mut KvCache,
+        rows: &[usize],
+    ) -> Result<Tensor> {
+        if rows.len() != shape.batch {
+            return Err(Error::internal(format!(
+                "{} cache rows for {} sequences",
+                rows.len(),
+                shape.batch
+            )));
         }
-        let sum = sum.ok_or_else(|| Error::internal("model without streams"))?;
-        Ok(sum.reshape((b, s, self.config.d_model))?)
+        let x = self.embed(steps, shape)?;
+        self.transformer.forward(&x, cache, rows)
+    }
+
+    /// The main heads' logits of hidden states `[B, S, d]`: one `[B, S, V_k]` per main stream.
+    pub fn head_logits(&self, h: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, s, d) = h.dims3()?;
+        let flat = h.reshape((b * s, d))?;
+        self.heads
+            .iter()
+            .map(|w| {
+                let v = w.dim(0)?;
+                Ok(flat.matmul(&w.t()?)?.reshape((b, s, v))?)
+            })
+            .collect()
     }
 
     /// Feeds `steps [B, K, S]` (validated by the caller) after what `cache` holds; returns the K
@@ -190,17 +211,9 @@ impl SpeechLm {
                 cache.batch_size()
             )));
         }
-        let x = self.embed(steps, shape)?;
-        let h = self.transformer.forward(&x, cache)?;
-        let (b, s, d) = h.dims3()?;
-        let flat = h.reshape((b * s, d))?;
-        self.heads
-            .iter()
-            .map(|w| {
-                let v = w.dim(0)?;
-                Ok(flat.matmul(&w.t()?)?.reshape((b, s, v))?)
-            })
-            .collect()
+        let rows: Vec<usize> = (0..shape.batch).collect();
+        let h = self.hidden(steps, shape, cache, &rows)?;
+        self.head_logits(&h)
     }
 
     /// Teacher-forced logits of a whole step grid `[B, K, S]`: K tensors `[B, S, V_k]`.

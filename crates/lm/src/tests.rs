@@ -78,7 +78,7 @@ fn incremental_forward_matches_one_shot() {
                 assert!(max_abs_diff(logits, &want) < 1e-4, "tie={tie} k={k} s={s}");
             }
         }
-        assert_eq!(cache.len(), 9);
+        assert_eq!((cache.len(0), cache.len(1)), (9, 9));
         // Past the capacity: a typed input error naming the limit.
         let more = GridShape::new(2, 2, 16);
         let err = lm.forward(&tokens(more, 1), more, &mut cache).unwrap_err();

@@ -1,11 +1,32 @@
-//! The Llama-shaped decoder stack: pre-norm blocks of attention and a SwiGLU feed-forward.
+//! The Llama-shaped decoder stack: pre-norm blocks of attention and a SwiGLU feed-forward. The
+//! same stack (with its own sizes and tensor prefix) serves the main LM, the depth transformer
+//! and the non-autoregressive stage model.
 
 use candle_core::{Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
 
-use crate::attention::{linear, Attention, KvCache, Rope};
-use crate::config::LmConfig;
+use crate::attention::{linear, Attention, KvCache, KvSource, Rope};
+
+/// The sizes that shape one transformer stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sizes {
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub ffn_dim: usize,
+    pub rope_theta: f64,
+    pub norm_eps: f64,
+    /// RoPE table length and KV-cache capacity.
+    pub max_positions: usize,
+}
+
+impl Sizes {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+}
 
 /// RMSNorm with a learned scale.
 pub struct RmsNorm {
@@ -14,10 +35,10 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn load(ckpt: &mut Checkpoint, name: &str, config: &LmConfig) -> Result<Self> {
+    pub fn load(ckpt: &mut Checkpoint, name: &str, sizes: &Sizes) -> Result<Self> {
         Ok(Self {
-            weight: ckpt.take(name, &[config.d_model])?,
-            eps: config.norm_eps as f32,
+            weight: ckpt.take(name, &[sizes.d_model])?,
+            eps: sizes.norm_eps as f32,
         })
     }
 
@@ -38,8 +59,8 @@ pub struct SwiGlu {
 }
 
 impl SwiGlu {
-    pub fn load(ckpt: &mut Checkpoint, prefix: &str, config: &LmConfig) -> Result<Self> {
-        let (d, f) = (config.d_model, config.ffn_dim);
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, sizes: &Sizes) -> Result<Self> {
+        let (d, f) = (sizes.d_model, sizes.ffn_dim);
         Ok(Self {
             gate: ckpt.take(&format!("{prefix}.gate_proj.weight"), &[f, d])?,
             up: ckpt.take(&format!("{prefix}.up_proj.weight"), &[f, d])?,
@@ -62,52 +83,84 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn load(ckpt: &mut Checkpoint, i: usize, config: &LmConfig) -> Result<Self> {
-        let p = format!("layers.{i}");
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, sizes: &Sizes) -> Result<Self> {
         Ok(Self {
-            attn_norm: RmsNorm::load(ckpt, &format!("{p}.attn_norm.weight"), config)?,
-            attn: Attention::load(ckpt, &format!("{p}.attn"), config)?,
-            ffn_norm: RmsNorm::load(ckpt, &format!("{p}.ffn_norm.weight"), config)?,
-            ffn: SwiGlu::load(ckpt, &format!("{p}.ffn"), config)?,
+            attn_norm: RmsNorm::load(ckpt, &format!("{prefix}.attn_norm.weight"), sizes)?,
+            attn: Attention::load(ckpt, &format!("{prefix}.attn"), sizes)?,
+            ffn_norm: RmsNorm::load(ckpt, &format!("{prefix}.ffn_norm.weight"), sizes)?,
+            ffn: SwiGlu::load(ckpt, &format!("{prefix}.ffn"), sizes)?,
         })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, source: &KvSource) -> Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        let x = (x + self.attn.forward(&h, rope, source)?)?;
+        let h = self.ffn_norm.forward(&x)?;
+        Ok((&x + self.ffn.forward(&h)?)?)
     }
 }
 
 /// The blocks, the final norm and the RoPE tables.
 pub struct Transformer {
+    sizes: Sizes,
     blocks: Vec<Block>,
     norm: RmsNorm,
     rope: Rope,
+    device: Device,
 }
 
 impl Transformer {
-    pub fn load(ckpt: &mut Checkpoint, config: &LmConfig, device: &Device) -> Result<Self> {
-        let blocks = (0..config.n_layers)
-            .map(|i| Block::load(ckpt, i, config))
+    /// Loads `{prefix}layers.{i}.*` and `{prefix}norm.weight` (prefix `""` for the main LM,
+    /// e.g. `"depth."` for the depth transformer).
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, sizes: Sizes, device: &Device) -> Result<Self> {
+        let blocks = (0..sizes.n_layers)
+            .map(|i| Block::load(ckpt, &format!("{prefix}layers.{i}"), &sizes))
             .collect::<Result<_>>()?;
         Ok(Self {
+            norm: RmsNorm::load(ckpt, &format!("{prefix}norm.weight"), &sizes)?,
+            rope: Rope::new(&sizes, device)?,
             blocks,
-            norm: RmsNorm::load(ckpt, "norm.weight", config)?,
-            rope: Rope::new(config, device)?,
+            sizes,
+            device: device.clone(),
         })
     }
 
-    /// Input embeddings `[B, S, d]` of the steps following `cache.len()` → final hidden states
-    /// `[B, S, d]` (normed); the cache grows by S. Fails with an input error naming
+    pub fn sizes(&self) -> &Sizes {
+        &self.sizes
+    }
+
+    /// An empty KV cache for `batch_size` sequence slots.
+    pub fn new_cache(&self, batch_size: usize) -> Result<KvCache> {
+        KvCache::new(&self.sizes, batch_size, &self.device)
+    }
+
+    /// Input embeddings `[A, S, d]` → final hidden states `[A, S, d]` (normed). Row `a`
+    /// continues cache slot `rows[a]`; those slots grow by S. Fails with an input error naming
     /// `max_context` when the steps do not fit.
-    pub fn forward(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, cache: &mut KvCache, rows: &[usize]) -> Result<Tensor> {
         let s = x.dim(1)?;
-        cache.check_room(s)?;
-        let offset = cache.len();
+        cache.check_room(rows, s)?;
         let mut x = x.clone();
-        for (i, block) in self.blocks.iter().enumerate() {
-            let h = block.attn_norm.forward(&x)?;
-            let attn = block.attn.forward(&h, &self.rope, cache.layer(i), offset)?;
-            x = (x + attn)?;
-            let h = block.ffn_norm.forward(&x)?;
-            x = (&x + block.ffn.forward(&h)?)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let source = KvSource::Cache {
+                cache,
+                layer,
+                rows,
+            };
+            x = block.forward(&x, &self.rope, &source)?;
         }
-        cache.advance(s);
+        cache.advance(rows, s);
+        self.norm.forward(&x)
+    }
+
+    /// A whole sequence `[B, S, d]` at positions `0..S` without a cache, causal or
+    /// bidirectional → normed hidden states `[B, S, d]`.
+    pub fn forward_full(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        let source = KvSource::Full { causal };
+        for block in &self.blocks {
+            x = block.forward(&x, &self.rope, &source)?;
+        }
         self.norm.forward(&x)
     }
 }
