@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def _method(name: str, func: object, static: bool) -> list[str]:
 def _property(name: str, prop: object) -> list[str]:
     doc = inspect.cleandoc(prop.__doc__ or "")
     kind, sep, _ = doc.partition(":")
-    if not sep or " " in kind.strip():
+    if not sep or not re.fullmatch(r"[\w.\[\]]+( \| [\w.\[\]]+)*", kind.strip()):
         raise SystemExit(f"property {name}: docstring must start with 'type: ...'")
     return ["    @property", f"    def {name}(self) -> {kind.strip()}:", *_doc(prop, "        ")]
 

@@ -40,7 +40,7 @@ def grid(batch: int = 1, streams: int = 2, frames: int = 4, dtype=np.int64) -> n
         (grid(frames=0), "is empty"),
         (grid(batch=0), "is empty"),
         (grid() * 40, "outside stream 0"),
-        (grid() * -1, "= -1 is outside"),
+        (grid() * -3, "= -3 is outside"),
     ],
 )
 def test_bad_grids(lm: si.SpeechLM, value: object, message: str) -> None:
@@ -73,8 +73,8 @@ def test_context_limits(lm: si.SpeechLM) -> None:
         lm.generate(grid(), -1)
 
 
-def test_sampling_not_implemented_yet(lm: si.SpeechLM) -> None:
-    with pytest.raises(NotImplementedError):
+def test_sampling_must_be_a_sampling(lm: si.SpeechLM) -> None:
+    with pytest.raises(si.InputError, match="sampling must be None, a Sampling"):
         lm.generate(grid(), 2, sampling={"temperature": 1.0})
 
 

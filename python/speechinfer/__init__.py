@@ -3,7 +3,18 @@
 The engine is Rust (``speechinfer._native``); this package is its thin, typed face.
 """
 
-from speechinfer._native import Codec, SpeechLM, StreamDecoder, StreamEncoder, __version__
+from speechinfer._native import (
+    NO_INPUT,
+    SAMPLE,
+    Codec,
+    GenerationStream,
+    Sampling,
+    Session,
+    SpeechLM,
+    StreamDecoder,
+    StreamEncoder,
+    __version__,
+)
 from speechinfer.errors import (
     CheckpointError,
     ConfigError,
@@ -13,11 +24,16 @@ from speechinfer.errors import (
 )
 
 __all__ = [
+    "NO_INPUT",
+    "SAMPLE",
     "CheckpointError",
     "Codec",
     "ConfigError",
+    "GenerationStream",
     "InputError",
     "InternalError",
+    "Sampling",
+    "Session",
     "SpeechInferError",
     "SpeechLM",
     "StreamDecoder",

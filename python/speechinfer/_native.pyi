@@ -50,6 +50,70 @@ class Codec:
     def stream_encoder(self, batch_size: int = 1) -> StreamEncoder:
         """A streaming encoder for ``batch_size`` parallel streams: feed it audio of any length."""
 
+class GenerationStream:
+    """Iterator over the frames of a generation as they complete (``SpeechLM.stream``)."""
+
+class Sampling:
+    """How to pick tokens: temperature, filters, penalties and classifier-free guidance.
+
+    Applied in a fixed order: guidance combine → allowed-token mask → ``cfg_top_k`` →
+    repetition penalty → temperature → ``top_k`` → ``top_p`` → ``min_p`` → softmax → draw.
+    ``temperature=0`` is greedy (argmax after guidance, mask and penalty). ``ras_window`` > 0
+    enables VALL-E 2 repetition-aware sampling. ``cfg_scale`` runs every sequence twice (with and
+    without its prompt, see ``SpeechLM.generate``); ``cfg_formula`` is ``"uncond_plus"``
+    (``u + s·(c − u)``, MusicGen) or ``"cond_plus"`` (``c + s·(c − u)``, Dia, usually with
+    ``cfg_top_k``). ``allowed_tokens`` restricts the ids a stream may emit.
+    """
+    @property
+    def cfg_scale(self) -> float | None:
+        """float | None: Classifier-free guidance scale (None: no guidance)."""
+    @property
+    def min_p(self) -> float | None:
+        """float | None: Drop tokens less likely than min_p times the most likely one."""
+    @property
+    def repetition_penalty(self) -> float | None:
+        """float | None: CTRL repetition penalty on tokens seen in the stream's history."""
+    @property
+    def temperature(self) -> float:
+        """float: Logits are divided by it; 0 is greedy."""
+    @property
+    def top_k(self) -> int | None:
+        """int | None: Keep only the k most likely tokens."""
+    @property
+    def top_p(self) -> float | None:
+        """float | None: Keep the smallest set of tokens whose probability reaches p."""
+
+class Session:
+    """A frame-by-frame run of ``batch_size`` sequences.
+
+    ``step(frame)`` takes frame t as int64 ``[B, K]``: ids ≥ 0 are forced (never overwritten),
+    ``-2`` (``speechinfer.SAMPLE``) lets the model pick, ``-1`` (``speechinfer.NO_INPUT``) feeds
+    nothing. A delayed stream's token lands ``delay`` steps later, where the pattern puts it. It
+    returns the frames completed by the call, int64 ``[B, K, n]``. Calls on one session are
+    serialized; sessions are independent.
+    """
+    @property
+    def batch_size(self) -> int:
+        """int: Sequences in the session."""
+    def flush(self) -> NDArray[np.int64]:
+        """Complete every frame given so far (positions of later frames hold specials) and return
+        the remaining ones, int64 ``[B, K, n]``; call ``reset()`` before stepping again.
+        """
+    @property
+    def frames(self) -> int:
+        """int: Frames given so far."""
+    @property
+    def logits(self) -> list[NDArray[np.float32]]:
+        """list[NDArray[np.float32]]: Logits ``[B, V_k]`` per stream of the last fed step (they
+        predict the next step); empty before the first step and for the depth pattern.
+        """
+    def reset(self) -> None:
+        """Start over: no frames, the seeds' RNG states from the beginning."""
+    def step(self, frame: NDArray[np.integer]) -> NDArray[np.int64]:
+        """Feed frame t (int64 ``[B, K]``; ``-2`` = pick, ``-1`` = no input); returns the frames
+        completed so far and not yet returned, int64 ``[B, K, n]``.
+        """
+
 class SpeechLM:
     """A speech token LM loaded from a model directory (``config.json`` + ``model.safetensors``).
 
@@ -62,10 +126,20 @@ class SpeechLM:
     @property
     def delays(self) -> list[int]:
         """list[int]: Per-stream delays (all 0 for ``"parallel"``)."""
-    def generate(self, prompt: NDArray[np.integer], max_frames: int, sampling: object | None = None, seed: int = 0) -> NDArray[np.int64]:
-        """Continue each prompt frame grid ``[B, K, T]`` by ``max_frames`` frames; returns the int64
-        frame grid ``[B, K, T + max_frames]`` (delays reverted). ``sampling=None`` is greedy, the
-        only mode so far; ``seed`` is accepted for the future sampled modes.
+    @property
+    def end_stream(self) -> int:
+        """int: The stream whose EOS ends a generation."""
+    def generate(self, prompt: NDArray[np.integer] | list[NDArray[np.integer]], max_frames: int, sampling: Sampling | list[Sampling | None] | None = None, seed: int | list[int] = 0, *, stop_on_eos: bool = True, cfg_prompt: NDArray[np.integer] | list[NDArray[np.integer]] | None = None) -> NDArray[np.int64] | list[NDArray[np.int64]]:
+        """Continue prompts by ``max_frames`` frames.
+
+        ``prompt`` is an int64 frame grid ``[B, K, T]`` (returns ``[B, K, T + max_frames]``) or a
+        list of ``[K, T_b]`` grids of different lengths (returns a list of ``[K, T_b +
+        max_frames]``); delays are reverted. ``sampling``: ``None`` (greedy), a ``Sampling`` or a
+        list of one per stream. ``seed``: one int for every sequence or a list of one per
+        sequence; a sequence's tokens do not depend on the rest of the batch. With
+        ``stop_on_eos`` a sequence ends at its end stream's EOS and later frames hold the pad
+        token. ``cfg_prompt`` (same form as ``prompt``) is the unconditional prompt of a guided
+        run (default: no prompt frames).
         """
     @staticmethod
     def load(path: str | os.PathLike[str]) -> SpeechLM:
@@ -73,10 +147,17 @@ class SpeechLM:
     def logits(self, steps: NDArray[np.integer]) -> list[NDArray[np.float32]]:
         """Teacher-forced logits of a step grid ``[B, K, S]`` (LM steps, pattern already applied):
         a list of K float32 arrays ``[B, S, V_k]``; logits at step s predict step s + 1.
+        ``"depth"``: ``[B, S − 1, V_k]`` (each step's logits given the next step's earlier
+        streams); ``"coarse_first"``: the AR model's, steps ``[B, 1, S]``.
         """
     @property
     def max_context(self) -> int:
         """int: Most LM positions (steps) one sequence may feed to the model."""
+    def nar_logits(self, grid: NDArray[np.integer], stage: int, prompt_frames: int) -> NDArray[np.float32]:
+        """Logits ``[B, T, V_j]`` (float32) of the coarse-first NAR model for stage ``stage``
+        (stream j, 1 ≤ j < K) on a frame grid ``[B, K, T]`` whose first ``prompt_frames`` frames
+        are the acoustic prompt.
+        """
     @property
     def num_streams(self) -> int:
         """int: K, the number of token streams."""
@@ -87,9 +168,17 @@ class SpeechLM:
         """Summed log-probability (float64 ``[B]``) of every token after the first frame of each
         frame grid ``[B, K, T]``.
         """
+    def session(self, batch_size: int = 1, sampling: Sampling | list[Sampling | None] | None = None, seed: int | list[int] = 0) -> Session:
+        """A frame-by-frame session of ``batch_size`` sequences (full duplex: force some streams,
+        let the model pick the others). See ``Session.step``.
+        """
     @property
     def special_ids(self) -> list[int]:
         """list[int]: The special (bos) token of every stream: step 0 and positions without a frame."""
+    def stream(self, prompt: NDArray[np.integer] | list[NDArray[np.integer]], max_frames: int, sampling: Sampling | list[Sampling | None] | None = None, seed: int | list[int] = 0, *, stop_on_eos: bool = True, cfg_prompt: NDArray[np.integer] | list[NDArray[np.integer]] | None = None) -> GenerationStream:
+        """Like ``generate``, but yields the generated frames as soon as every sequence has them:
+        int64 arrays ``[B, K, n]`` whose concatenation is ``generate(...)[:, :, T:]``.
+        """
     @property
     def vocab_sizes(self) -> list[int]:
         """list[int]: Vocabulary size of every stream, in stream order."""

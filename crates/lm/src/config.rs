@@ -307,6 +307,11 @@ impl LmConfig {
                 "pattern \"depth\" has no main heads to tie: tie_embeddings must be false",
             ));
         }
+        if decoding == Decoding::CoarseFirst && self.end_stream != 0 {
+            return Err(Error::config(
+                "pattern \"coarse_first\" ends on the AR stream: end_stream must be 0",
+            ));
+        }
         if decoding == Decoding::CoarseFirst && self.num_streams() < 2 {
             return Err(Error::config(
                 "pattern \"coarse_first\" needs at least 2 streams (AR stream 0 + NAR stages)",

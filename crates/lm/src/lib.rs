@@ -2,17 +2,26 @@
 //! contract shared with the PyTorch twin is `docs/lm.md`.
 
 mod attention;
-mod embed;
+mod coarse;
 pub mod config;
+mod decoder;
+mod depth;
+mod embed;
 mod generate;
 mod model;
+mod nar;
+mod picker;
+mod session;
 mod transformer;
 
 pub use attention::KvCache;
 pub use config::{Decoding, DepthConfig, LmConfig, Role, StreamConfig};
 pub use embed::{NO_INPUT, SAMPLE};
-pub use transformer::Sizes;
+pub use generate::{GenerateRequest, Generation, Prompt};
 pub use model::{GridShape, SpeechLm, MAX_BATCH};
+pub use picker::StreamSampling;
+pub use session::Session;
+pub use transformer::Sizes;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,9 @@ use speechinfer_core::{Error, Result};
 
 use crate::attention::KvCache;
 use crate::config::{Decoding, LmConfig};
+use crate::depth::DepthTransformer;
 use crate::embed::{embed_sum, NO_INPUT};
+use crate::nar::NarModel;
 use crate::transformer::Transformer;
 
 /// Most sequences one call may hold.
@@ -45,6 +47,8 @@ pub struct SpeechLm {
     embeddings: Vec<Tensor>,
     transformer: Transformer,
     heads: Vec<Tensor>,
+    depth: Option<DepthTransformer>,
+    nar: Option<NarModel>,
     device: Device,
 }
 
@@ -79,6 +83,15 @@ impl SpeechLm {
             };
             main.iter().enumerate().map(head).collect::<Result<_>>()?
         };
+        let decoding = config.decoding()?;
+        let depth = match decoding {
+            Decoding::Depth => Some(DepthTransformer::load(&mut ckpt, &config, &device)?),
+            _ => None,
+        };
+        let nar = match decoding {
+            Decoding::CoarseFirst => Some(NarModel::load(&mut ckpt, &config, &device)?),
+            _ => None,
+        };
         ckpt.finish()?;
         Ok(Self {
             pattern: config.pattern_kind()?,
@@ -86,6 +99,8 @@ impl SpeechLm {
             embeddings,
             transformer,
             heads,
+            depth,
+            nar,
             device,
         })
     }
@@ -100,6 +115,16 @@ impl SpeechLm {
 
     pub fn num_streams(&self) -> usize {
         self.config.num_streams()
+    }
+
+    /// The depth transformer (`pattern: "depth"`).
+    pub fn depth(&self) -> Option<&DepthTransformer> {
+        self.depth.as_ref()
+    }
+
+    /// The non-autoregressive stage model (`pattern: "coarse_first"`).
+    pub fn nar(&self) -> Option<&NarModel> {
+        self.nar.as_ref()
     }
 
     pub fn device(&self) -> &Device {
@@ -216,12 +241,36 @@ impl SpeechLm {
         self.head_logits(&h)
     }
 
-    /// Teacher-forced logits of a whole step grid `[B, K, S]`: K tensors `[B, S, V_k]`.
+    /// Teacher-forced logits of a whole step grid `[B, K_main, S]`: one tensor `[B, S, V_k]` per
+    /// main stream (`"depth"`: `[B, S − 1, V_k]`, each step's logits given the next step's
+    /// earlier streams; `"coarse_first"`: the AR model's, K_main = 1).
     pub fn logits(&self, steps: &[i64], shape: GridShape) -> Result<Vec<Tensor>> {
-        self.check_tokens(steps, shape, "steps")?;
+        self.check_tokens_of(steps, shape, "steps", self.config.main_streams())?;
         self.check_context(shape.len, "steps")?;
         let mut cache = self.new_cache(shape.batch)?;
-        self.forward(steps, shape, &mut cache)
+        let rows: Vec<usize> = (0..shape.batch).collect();
+        match &self.depth {
+            None => {
+                let h = self.hidden(steps, shape, &mut cache, &rows)?;
+                self.head_logits(&h)
+            }
+            Some(depth) => {
+                if shape.len < 2 {
+                    return Err(Error::input(
+                        "the depth pattern needs at least 2 steps: each step's logits need the next",
+                    ));
+                }
+                let s_in = shape.len - 1;
+                let (input, next) = split_columns(steps, shape, s_in);
+                let h = self.hidden(
+                    &input,
+                    GridShape::new(shape.batch, shape.streams, s_in),
+                    &mut cache,
+                    &rows,
+                )?;
+                depth.logits(&h, &next, shape.batch, s_in)
+            }
+        }
     }
 
     /// Fails unless `positions` LM inputs fit in `max_context`.
@@ -235,53 +284,112 @@ impl SpeechLm {
         Ok(())
     }
 
-    /// The pattern's layout for `frames` frames.
+    /// The main transformer's layout for `frames` frames.
     pub fn layout(&self, frames: usize) -> Result<PatternLayout> {
-        PatternLayout::build(self.pattern.clone(), self.num_streams(), frames)
+        self.layout_of(self.config.main_streams(), frames)
+    }
+
+    /// The pattern's layout of `streams` streams for `frames` frames.
+    pub fn layout_of(&self, streams: usize, frames: usize) -> Result<PatternLayout> {
+        PatternLayout::build(self.pattern.clone(), streams, frames)
             .map_err(|e| Error::input(format!("cannot lay out {frames} frames: {e}")))
     }
 
-    /// Summed log-probability (f64) of every token after frame 0 of each grid `[B, K, T]`.
+    /// Summed log-probability (f64) of every token after frame 0 of each grid `[B, K, T]`
+    /// (`-1` targets are skipped).
     pub fn score(&self, grid: &[i64], shape: GridShape) -> Result<Vec<f64>> {
         self.check_tokens(grid, shape, "grid")?;
-        let (b, k_n, t_n) = (shape.batch, shape.streams, shape.len);
-        let layout = self.layout(t_n)?;
-        let s_in = layout.num_steps() - 1;
-        self.check_context(s_in, &format!("a grid of {t_n} frames"))?;
-        let specials = self.config.special_ids();
-        let mut steps = Vec::with_capacity(b * k_n * s_in);
-        for item in grid.chunks(k_n * t_n) {
-            let laid = layout.apply(item, &specials).map_err(internal)?;
-            for row in laid.chunks(layout.num_steps()) {
-                steps.extend_from_slice(&row[..s_in]);
+        match &self.nar {
+            None => self.score_steps(grid, shape, shape.streams),
+            Some(nar) => {
+                let (b, k_n, t_n) = (shape.batch, shape.streams, shape.len);
+                let first: Vec<i64> = grid.chunks(t_n).step_by(k_n).flatten().copied().collect();
+                let mut totals = self.score_steps(&first, GridShape::new(b, 1, t_n), 1)?;
+                for stage in 1..k_n {
+                    let logits = nar.logits(grid, b, t_n, stage, 1)?;
+                    let values = logits.flatten_all()?.to_vec1::<f32>()?;
+                    let v = self.config.streams[stage].vocab_size;
+                    for (bi, total) in totals.iter_mut().enumerate() {
+                        for t in 1..t_n {
+                            let target = grid[(bi * k_n + stage) * t_n + t];
+                            if target >= 0 {
+                                let row = &values[(bi * t_n + t) * v..][..v];
+                                *total += log_softmax_at(row, target as usize);
+                            }
+                        }
+                    }
+                }
+                Ok(totals)
             }
         }
-        let mut cache = self.new_cache(b)?;
-        let logits = self.forward(&steps, GridShape::new(b, k_n, s_in), &mut cache)?;
+    }
+
+    /// Score of a grid of the main transformer's `k_n` streams through its step layout.
+    fn score_steps(&self, grid: &[i64], shape: GridShape, k_n: usize) -> Result<Vec<f64>> {
+        let (b, t_n) = (shape.batch, shape.len);
+        let layout = self.layout_of(k_n, t_n)?;
+        let s_n = layout.num_steps();
+        let s_in = s_n - 1;
+        self.check_context(s_in, &format!("a grid of {t_n} frames"))?;
+        let specials = self.config.special_ids();
+        let mut steps = Vec::with_capacity(b * k_n * s_n);
+        for item in grid.chunks(k_n * t_n) {
+            steps.extend(layout.apply(item, &specials[..k_n]).map_err(internal)?);
+        }
+        let all = GridShape::new(b, k_n, s_n);
+        let logits = self.logits_of_steps(&steps, all)?;
         let mut totals = vec![0f64; b];
         for (k, logits) in logits.iter().enumerate() {
             let v = self.config.streams[k].vocab_size;
             let values = logits.flatten_all()?.to_vec1::<f32>()?;
             for (bi, total) in totals.iter_mut().enumerate() {
                 for t in 1..t_n {
+                    let target = grid[(bi * k_n + k) * t_n + t];
+                    if target < 0 {
+                        continue;
+                    }
                     let s = layout
                         .first_step(k, t)
                         .ok_or_else(|| internal("unplaced"))?;
                     let row = &values[(bi * s_in + s - 1) * v..][..v];
-                    let target = grid[(bi * k_n + k) * t_n + t] as usize;
-                    *total += log_softmax_at(row, target);
+                    *total += log_softmax_at(row, target as usize);
                 }
             }
         }
         Ok(totals)
     }
+
+    /// Logits `[B, S − 1, V_k]` predicting columns `1..S` of a complete step grid `[B, K, S]`.
+    fn logits_of_steps(&self, steps: &[i64], shape: GridShape) -> Result<Vec<Tensor>> {
+        let s_in = shape.len - 1;
+        let (input, next) = split_columns(steps, shape, s_in);
+        let mut cache = self.new_cache(shape.batch)?;
+        let rows: Vec<usize> = (0..shape.batch).collect();
+        let in_shape = GridShape::new(shape.batch, shape.streams, s_in);
+        let h = self.hidden(&input, in_shape, &mut cache, &rows)?;
+        match &self.depth {
+            Some(depth) => depth.logits(&h, &next, shape.batch, s_in),
+            None => self.head_logits(&h),
+        }
+    }
+}
+
+/// Splits a step grid `[B, K, S]` into its first `s_in` columns and columns `1..=s_in`.
+fn split_columns(steps: &[i64], shape: GridShape, s_in: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut input = Vec::with_capacity(shape.batch * shape.streams * s_in);
+    let mut next = Vec::with_capacity(input.capacity());
+    for row in steps.chunks(shape.len) {
+        input.extend_from_slice(&row[..s_in]);
+        next.extend_from_slice(&row[1..=s_in]);
+    }
+    (input, next)
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::internal(e.to_string())
 }
 
-fn check_batch(batch: usize) -> Result<()> {
+pub(crate) fn check_batch(batch: usize) -> Result<()> {
     if batch == 0 || batch > MAX_BATCH {
         return Err(Error::input(format!(
             "batch size must be in [1, {MAX_BATCH}], got {batch}"

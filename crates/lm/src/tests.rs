@@ -2,9 +2,10 @@
 
 use candle_core::{Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
-use speechinfer_core::Error;
+use speechinfer_core::{Error, Result};
 
 use crate::config::{LmConfig, Role, StreamConfig};
+use crate::generate::{GenerateRequest, Prompt};
 use crate::model::{GridShape, SpeechLm};
 
 fn small(pattern: &str, delays: [usize; 2], tie: bool) -> LmConfig {
@@ -29,6 +30,12 @@ fn small(pattern: &str, delays: [usize; 2], tie: bool) -> LmConfig {
         pattern: pattern.to_string(),
         ..LmConfig::default()
     }
+}
+
+fn greedy(lm: &SpeechLm, prompt: &[i64], shape: GridShape, max_frames: usize) -> Result<Vec<i64>> {
+    let prompts = Prompt::split(prompt, shape);
+    let request = GenerateRequest::greedy(prompts, max_frames, shape.streams);
+    Ok(lm.generate(&request)?.concat())
 }
 
 fn model(config: LmConfig) -> SpeechLm {
@@ -111,13 +118,10 @@ fn bad_inputs_are_typed() {
         .to_string();
     assert!(err.contains("empty"), "{err}");
     let prompt = tokens(shape, 6);
-    let err = lm
-        .generate_greedy(&prompt, shape, 30)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("max_context 24"), "{err}");
+    let err = greedy(&lm, &prompt, shape, 30).unwrap_err().to_string();
+    assert!(err.contains("max_context is 24"), "{err}");
     // 4 + 20 frames fit exactly under parallel: S - 1 = T + N = 24 = max_context.
-    let out = lm.generate_greedy(&prompt, shape, 20).unwrap();
+    let out = greedy(&lm, &prompt, shape, 20).unwrap();
     assert_eq!(out.len(), 2 * 24);
     assert_eq!(&out[..4], &prompt[..4]);
     assert_eq!(&out[24..28], &prompt[4..8]);
@@ -128,10 +132,10 @@ fn greedy_generation_is_batch_independent_and_scores_are_finite() {
     let lm = model(small("delay", [0, 2], true));
     let shape = GridShape::new(3, 2, 3);
     let prompt = tokens(shape, 9);
-    let batched = lm.generate_greedy(&prompt, shape, 8).unwrap();
+    let batched = greedy(&lm, &prompt, shape, 8).unwrap();
     for b in 0..3 {
         let one = GridShape::new(1, 2, 3);
-        let alone = lm.generate_greedy(&prompt[b * 6..][..6], one, 8).unwrap();
+        let alone = greedy(&lm, &prompt[b * 6..][..6], one, 8).unwrap();
         assert_eq!(&batched[b * 22..][..22], alone.as_slice());
     }
     let grid_shape = GridShape::new(3, 2, 11);

@@ -112,7 +112,12 @@ pub struct Transformer {
 impl Transformer {
     /// Loads `{prefix}layers.{i}.*` and `{prefix}norm.weight` (prefix `""` for the main LM,
     /// e.g. `"depth."` for the depth transformer).
-    pub fn load(ckpt: &mut Checkpoint, prefix: &str, sizes: Sizes, device: &Device) -> Result<Self> {
+    pub fn load(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        sizes: Sizes,
+        device: &Device,
+    ) -> Result<Self> {
         let blocks = (0..sizes.n_layers)
             .map(|i| Block::load(ckpt, &format!("{prefix}layers.{i}"), &sizes))
             .collect::<Result<_>>()?;
@@ -142,11 +147,7 @@ impl Transformer {
         cache.check_room(rows, s)?;
         let mut x = x.clone();
         for (layer, block) in self.blocks.iter().enumerate() {
-            let source = KvSource::Cache {
-                cache,
-                layer,
-                rows,
-            };
+            let source = KvSource::Cache { cache, layer, rows };
             x = block.forward(&x, &self.rope, &source)?;
         }
         cache.advance(rows, s);

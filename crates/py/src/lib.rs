@@ -6,6 +6,8 @@ mod arrays;
 mod codec;
 mod errors;
 mod lm;
+mod sampling;
+mod session;
 
 use pyo3::prelude::*;
 
@@ -16,5 +18,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::StreamDecoder>()?;
     m.add_class::<codec::StreamEncoder>()?;
     m.add_class::<lm::SpeechLM>()?;
+    m.add_class::<sampling::Sampling>()?;
+    m.add_class::<session::Session>()?;
+    m.add_class::<session::GenerationStream>()?;
+    m.add("NO_INPUT", speechinfer_lm::NO_INPUT)?;
+    m.add("SAMPLE", speechinfer_lm::SAMPLE)?;
     Ok(())
 }

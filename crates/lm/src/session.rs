@@ -1,0 +1,136 @@
+//! Frame-by-frame sessions: the caller forces some streams and lets the model pick the others
+//! (full duplex: the user's audio streams forced, the system's picked). `docs/lm.md`,
+//! "Generation, sessions and EOS".
+
+use speechinfer_core::{Error, Result};
+
+use crate::config::Decoding;
+use crate::decoder::Decoder;
+use crate::embed::SAMPLE;
+use crate::model::{check_batch, GridShape, SpeechLm};
+use crate::picker::{Picker, StreamSampling};
+
+pub struct Session {
+    decoder: Decoder,
+    sampling: StreamSampling,
+    seeds: Vec<u64>,
+    /// Frames already returned.
+    returned: usize,
+}
+
+impl SpeechLm {
+    /// A session of `batch_size` sequences; `seeds` has one entry or one per sequence.
+    pub fn session(
+        &self,
+        batch_size: usize,
+        sampling: StreamSampling,
+        seeds: Vec<u64>,
+    ) -> Result<Session> {
+        check_batch(batch_size)?;
+        if self.config().decoding()? == Decoding::CoarseFirst {
+            return Err(Error::input(
+                "sessions need a frame-synchronous pattern; \"coarse_first\" fills streams 1.. \
+                 only after the whole of stream 0",
+            ));
+        }
+        let seeds = match seeds.len() {
+            1 => vec![seeds[0]; batch_size],
+            n if n == batch_size => seeds,
+            n => {
+                return Err(Error::input(format!(
+                    "{n} seeds for {batch_size} sequences: give one seed or one per sequence"
+                )))
+            }
+        };
+        let pickers = make_pickers(&sampling, &seeds, self.num_streams());
+        Ok(Session {
+            decoder: Decoder::for_session(self, pickers)?,
+            sampling,
+            seeds,
+            returned: 0,
+        })
+    }
+}
+
+fn make_pickers(sampling: &StreamSampling, seeds: &[u64], streams: usize) -> Vec<Picker> {
+    seeds
+        .iter()
+        .map(|&seed| Picker::new(sampling.clone(), seed, streams))
+        .collect()
+}
+
+impl Session {
+    pub fn batch_size(&self) -> usize {
+        self.decoder.tracks().len()
+    }
+
+    /// Frames given so far.
+    pub fn frames(&self) -> usize {
+        self.decoder.frames()
+    }
+
+    /// Feeds frame t (`[B, K]`: ids forced, `-2` picked, `-1` no input) and returns the frames
+    /// that became complete, row-major `[B, K, n]`, with n.
+    pub fn step(&mut self, lm: &SpeechLm, frame: &[i64]) -> Result<(Vec<i64>, usize)> {
+        let (b, k_n) = (self.batch_size(), lm.num_streams());
+        if frame.len() != b * k_n {
+            return Err(Error::input(format!(
+                "frame must be [{b}, {k_n}], got {} values",
+                frame.len()
+            )));
+        }
+        let given: Vec<i64> = frame
+            .iter()
+            .map(|&t| if t == SAMPLE { 0 } else { t })
+            .collect();
+        lm.check_tokens(&given, GridShape::new(b, k_n, 1), "frame")
+            .map_err(|e| Error::input(format!("{} (-2 = sample here)", e.message())))?;
+        self.decoder.push_frames(frame)?;
+        self.decoder.run(lm)?;
+        Ok(self.take_complete(k_n))
+    }
+
+    /// Completes every given frame (later positions hold specials) and returns the rest,
+    /// `[B, K, n]`; the session then needs [`Session::reset`].
+    pub fn flush(&mut self, lm: &SpeechLm) -> Result<(Vec<i64>, usize)> {
+        self.decoder.flush();
+        self.decoder.run(lm)?;
+        self.decoder.finish_flush();
+        Ok(self.take_complete(lm.num_streams()))
+    }
+
+    pub fn reset(&mut self, lm: &SpeechLm) {
+        let pickers = make_pickers(&self.sampling, &self.seeds, lm.num_streams());
+        self.decoder.reset(pickers);
+        self.returned = 0;
+    }
+
+    /// Logits `[V_k]` per stream of each sequence's last fed column (empty before any).
+    pub fn logits(&self) -> Vec<&[Vec<f32>]> {
+        (0..self.batch_size())
+            .map(|b| self.decoder.last_logits(b))
+            .collect()
+    }
+
+    fn take_complete(&mut self, k_n: usize) -> (Vec<i64>, usize) {
+        let ready = self
+            .decoder
+            .tracks()
+            .iter()
+            .map(|t| t.complete_frames())
+            .min()
+            .unwrap_or(0);
+        let n = ready.saturating_sub(self.returned);
+        let mut out = Vec::with_capacity(self.batch_size() * k_n * n);
+        for b in 0..self.batch_size() {
+            let frames: Vec<Vec<i64>> = (self.returned..ready)
+                .map(|t| self.decoder.frame(b, t))
+                .collect();
+            for k in 0..k_n {
+                out.extend(frames.iter().map(|f| f[k]));
+            }
+        }
+        self.returned = ready;
+        (out, n)
+    }
+}
