@@ -23,6 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 __version__: str
+NO_INPUT: int
+SAMPLE: int
 '''
 
 
@@ -66,6 +68,15 @@ def _property(name: str, prop: object) -> list[str]:
     return ["    @property", f"    def {name}(self) -> {kind.strip()}:", *_doc(prop, "        ")]
 
 
+def _constructor(cls: type) -> list[str]:
+    """``__init__`` from the ``#[new]`` text signature that pyo3 puts in the class doc."""
+    sig = _split_signature(cls)[0]
+    if not sig or not sig.startswith("("):
+        return []
+    params = sig[1:].rsplit(") ->", 1)[0].rstrip(")")
+    return [f"    def __init__(self, {params}) -> None: ..."]
+
+
 def render(module: object) -> str:
     out = [HEADER]
     classes = sorted(
@@ -74,6 +85,10 @@ def render(module: object) -> str:
     for cname, cls in classes:
         out.append(f"class {cname}:")
         out.extend(_doc(cls, "    "))
+        out.extend(_constructor(cls))
+        if "__next__" in vars(cls):
+            out.append(f"    def __iter__(self) -> {cname}: ...")
+            out.append("    def __next__(self) -> NDArray[np.int64]: ...")
         for name, attr in sorted(vars(cls).items()):
             if name.startswith("_"):
                 continue

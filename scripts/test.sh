@@ -8,13 +8,16 @@ PY=${PYTHON:-python3}
 # One build cache for every checkout on this machine (CI clones afresh); works from nothing too.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/speechinfer/target}"
 
-if ! command -v flite >/dev/null 2>&1; then
+# Speech and text sources (flite voices, festival + its slt HTS voice, fortunes text).
+APT_PACKAGES="flite festival festvox-us-slt-hts fortunes"
+if ! dpkg -s $APT_PACKAGES >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq flite >/dev/null) || echo "warning: flite not installed; tests using real speech will skip"
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends $APT_PACKAGES >/dev/null) ||
+      echo "warning: $APT_PACKAGES not all installed; tests using real speech will skip"
   fi
 fi
 
-$PY -m pip install -q maturin "pytest>=8" pytest-benchmark ruff numpy safetensors soundfile scipy torch
+$PY -m pip install -q maturin "pytest>=8" pytest-benchmark ruff numpy safetensors soundfile scipy torch tokenizers "transformers==4.57.1"
 $PY -m pip install -q -e ./training
 $PY -m pip install -q --no-build-isolation .
 $PY -c "import speechinfer" # fail loudly if the build above did not install

@@ -6,6 +6,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 __version__: str
+NO_INPUT: int
+SAMPLE: int
 
 class Codec:
     """A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`).
@@ -52,6 +54,8 @@ class Codec:
 
 class GenerationStream:
     """Iterator over the frames of a generation as they complete (``SpeechLM.stream``)."""
+    def __iter__(self) -> GenerationStream: ...
+    def __next__(self) -> NDArray[np.int64]: ...
 
 class Sampling:
     """How to pick tokens: temperature, filters, penalties and classifier-free guidance.
@@ -64,15 +68,34 @@ class Sampling:
     (``u + s·(c − u)``, MusicGen) or ``"cond_plus"`` (``c + s·(c − u)``, Dia, usually with
     ``cfg_top_k``). ``allowed_tokens`` restricts the ids a stream may emit.
     """
+    def __init__(self, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None, repetition_window: int = 0, ras_window: int = 0, ras_threshold: float = 0.1, cfg_scale: float | None = None, cfg_formula: str = 'uncond_plus', cfg_top_k: int | None = None, allowed_tokens: list[int] | None = None) -> None: ...
+    @property
+    def allowed_tokens(self) -> list[int] | None:
+        """list[int] | None: The only token ids a stream may emit."""
+    @property
+    def cfg_formula(self) -> str:
+        """str: ``"uncond_plus"`` (u + s·(c − u)) or ``"cond_plus"`` (c + s·(c − u))."""
     @property
     def cfg_scale(self) -> float | None:
         """float | None: Classifier-free guidance scale (None: no guidance)."""
     @property
+    def cfg_top_k(self) -> int | None:
+        """int | None: After guidance, keep only this many largest guided logits."""
+    @property
     def min_p(self) -> float | None:
         """float | None: Drop tokens less likely than min_p times the most likely one."""
     @property
+    def ras_threshold(self) -> float:
+        """float: RAS resamples when a token fills this fraction of the window."""
+    @property
+    def ras_window(self) -> int:
+        """int: Repetition-aware sampling window (0 = off)."""
+    @property
     def repetition_penalty(self) -> float | None:
         """float | None: CTRL repetition penalty on tokens seen in the stream's history."""
+    @property
+    def repetition_window(self) -> int:
+        """int: History tokens the repetition penalty looks at (0 = all)."""
     @property
     def temperature(self) -> float:
         """float: Logits are divided by it; 0 is greedy."""
@@ -126,6 +149,12 @@ class SpeechLM:
     @property
     def delays(self) -> list[int]:
         """list[int]: Per-stream delays (all 0 for ``"parallel"``)."""
+    def detokenize(self, ids: list[int] | NDArray[np.integer], stream: int = 0) -> str:
+        """The text of stream ``stream``'s tokens (a list of ints or a 1-D integer array, e.g. a row
+        of a generated grid): ids in the stream's text range (``text_offset`` onwards, as many as
+        the tokenizer has) are decoded, every other id (pad, audio units, markers, ``-1``) is
+        skipped.
+        """
     @property
     def end_stream(self) -> int:
         """int: The stream whose EOS ends a generation."""
@@ -141,6 +170,9 @@ class SpeechLM:
         token. ``cfg_prompt`` (same form as ``prompt``) is the unconditional prompt of a guided
         run (default: no prompt frames).
         """
+    @property
+    def has_tokenizer(self) -> bool:
+        """bool: Whether the model directory holds a ``tokenizer.json`` (``tokenize``/``detokenize``)."""
     @staticmethod
     def load(path: str | os.PathLike[str]) -> SpeechLM:
         """Load an LM from a model directory holding ``config.json`` and ``model.safetensors``."""
@@ -178,6 +210,11 @@ class SpeechLM:
     def stream(self, prompt: NDArray[np.integer] | list[NDArray[np.integer]], max_frames: int, sampling: Sampling | list[Sampling | None] | None = None, seed: int | list[int] = 0, *, stop_on_eos: bool = True, cfg_prompt: NDArray[np.integer] | list[NDArray[np.integer]] | None = None) -> GenerationStream:
         """Like ``generate``, but yields the generated frames as soon as every sequence has them:
         int64 arrays ``[B, K, n]`` whose concatenation is ``generate(...)[:, :, T:]``.
+        """
+    def tokenize(self, text: str, stream: int = 0) -> list[int]:
+        """Token ids of ``text`` in stream ``stream``'s vocabulary: the ``tokenizer.json`` ids (no
+        special tokens added) plus the stream's ``text_offset``. Raises ``InputError`` when the
+        model has no tokenizer or an id does not fit the stream's vocabulary.
         """
     @property
     def vocab_sizes(self) -> list[int]:

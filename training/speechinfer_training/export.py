@@ -7,6 +7,7 @@ looked up by ``model_type`` in :mod:`speechinfer_training.registry`.
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from .registry import ExportableModel, model_class
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
 
 StorageDtype = Literal["float32", "float16", "bfloat16"]
 
@@ -29,12 +31,17 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
 
 
 def save_pretrained(
-    model: ExportableModel, path: str | os.PathLike[str], dtype: StorageDtype = "float32"
+    model: ExportableModel,
+    path: str | os.PathLike[str],
+    dtype: StorageDtype = "float32",
+    tokenizer: Any = None,
 ) -> Path:
     """Write ``model`` to directory ``path`` (created if needed) and return it.
 
     ``config.json`` gets ``model.config``; ``model.safetensors`` gets ``model.export_state_dict()``
-    as contiguous CPU tensors stored in ``dtype``.
+    as contiguous CPU tensors stored in ``dtype``. ``tokenizer`` (a ``tokenizers.Tokenizer`` or
+    the path of a ``tokenizer.json``) is written as ``tokenizer.json``, the engine's text
+    tokenizer (a stream's ``text_offset`` places its ids in that stream's vocabulary).
     """
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
@@ -46,6 +53,11 @@ def save_pretrained(
     }
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     (directory / CONFIG_FILE).write_text(json.dumps(model.config, indent=2) + "\n")
+    if isinstance(tokenizer, str | os.PathLike):
+        if Path(tokenizer).resolve() != (directory / TOKENIZER_FILE).resolve():
+            shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
+    elif tokenizer is not None:
+        tokenizer.save(str(directory / TOKENIZER_FILE))
     return directory
 
 

@@ -40,7 +40,9 @@ MODEL_TYPE = "speechinfer-lm"
 PATTERNS = ("parallel", "delay", "flatten", "depth", "coarse_first")
 ZERO_DELAY_PATTERNS = ("parallel", "flatten", "coarse_first")
 ROLES = ("text", "audio", "speaker")
-STREAM_KEYS = ("name", "role", "vocab_size", "pad_id", "bos_id", "eos_id", "delay")
+# text_offset: id of the first text token in the stream's vocabulary (tokenizer id i is stream id
+# i + text_offset); optional in a given config, filled with 0.
+STREAM_KEYS = ("name", "role", "vocab_size", "pad_id", "bos_id", "eos_id", "delay", "text_offset")
 DEPTH_KEYS = tuple(DEFAULT_DEPTH)
 
 
@@ -53,6 +55,7 @@ def _audio_stream(q: int) -> dict[str, Any]:
         "bos_id": 1026,
         "eos_id": 1024,
         "delay": q,
+        "text_offset": 0,
     }
 
 
@@ -77,8 +80,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_context": 2048,
     # Output head of stream k = its input embedding (no heads.* tensors); false under "depth".
     "tie_embeddings": False,
-    # The grid's rows: {name, role, vocab_size, pad_id, bos_id, eos_id, delay}; bos_id is the
-    # stream's special token (step 0 and positions without a frame).
+    # The grid's rows: {name, role, vocab_size, pad_id, bos_id, eos_id, delay, text_offset}; bos_id
+    # is the stream's special token (step 0 and positions without a frame).
     "streams": [_audio_stream(q) for q in range(4)],
     # How the grid becomes LM steps: "parallel", "delay", "flatten", "depth" or "coarse_first".
     "pattern": "delay",
@@ -114,6 +117,15 @@ def _check_stream(k: int, stream: Any, pattern: str) -> None:
                 f"streams[{k}]: {key} {value} is outside the vocabulary "
                 f"(vocab_size {stream['vocab_size']})"
             )
+    offset = stream["text_offset"]
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int)
+        or not 0 <= offset < stream["vocab_size"]
+    ):
+        raise ValueError(
+            f"streams[{k}]: text_offset must be an int in [0, vocab_size), got {offset!r}"
+        )
     if stream["bos_id"] is None:
         raise ValueError(f"streams[{k}]: bos_id must be set (it is the stream's special token)")
     delay = stream["delay"]
@@ -184,6 +196,8 @@ def resolve_lm_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]
     if not isinstance(streams, list) or not streams:
         raise ValueError("streams must be a non-empty list")
     for k, stream in enumerate(streams):
+        if isinstance(stream, dict):  # text_offset may be left out: 0
+            streams[k] = stream = {**stream, "text_offset": stream.get("text_offset", 0)}
         _check_stream(k, stream, pattern)
     if pattern == "coarse_first" and len(streams) < 2:
         raise ValueError("pattern 'coarse_first' needs at least 2 streams")

@@ -64,6 +64,47 @@ impl Checkpoint {
         Self::load(&weights, device)
     }
 
+    /// Merges the tensors of several safetensors files (a sharded checkpoint); a name present in
+    /// two files is an error.
+    pub fn load_many(paths: &[PathBuf], device: &Device) -> Result<Self> {
+        let mut merged: Option<Checkpoint> = None;
+        for path in paths {
+            let part = Self::load(path, device)?;
+            merged = Some(match merged {
+                None => part,
+                Some(mut all) => {
+                    for (name, tensor) in part.tensors {
+                        if all.tensors.insert(name.clone(), tensor).is_some() {
+                            return Err(Error::checkpoint(format!(
+                                "tensor '{name}' appears in more than one shard ({})",
+                                path.display()
+                            )));
+                        }
+                    }
+                    all
+                }
+            });
+        }
+        merged.ok_or_else(|| Error::checkpoint("no safetensors files to load"))
+    }
+
+    /// Renames every tensor with `rename` (names it returns `None` for are kept, so that
+    /// [`Checkpoint::finish`] reports them); two names mapping to one is an error.
+    pub fn rename(mut self, rename: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut renamed = BTreeMap::new();
+        for (name, tensor) in std::mem::take(&mut self.tensors) {
+            let new = rename(&name).unwrap_or_else(|| name.clone());
+            if renamed.insert(new.clone(), tensor).is_some() {
+                return Err(Error::checkpoint(format!(
+                    "two tensors of {} map to '{new}' (one is '{name}')",
+                    self.path.display()
+                )));
+            }
+        }
+        self.tensors = renamed;
+        Ok(self)
+    }
+
     /// A source of random weights with whatever shapes the model asks for (benches, tests).
     pub fn random(std: f32, device: &Device) -> Self {
         Self {

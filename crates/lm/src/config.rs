@@ -32,6 +32,10 @@ pub struct StreamConfig {
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub delay: usize,
+    /// Id of the first text token inside this stream's vocabulary: tokenizer id `i` is stream id
+    /// `i + text_offset` (`SpeechLm::tokenize`). Optional in `config.json`, default 0.
+    #[serde(default)]
+    pub text_offset: u32,
 }
 
 impl StreamConfig {
@@ -44,6 +48,7 @@ impl StreamConfig {
             bos_id: Some(1026),
             eos_id: Some(1024),
             delay: q,
+            text_offset: 0,
         }
     }
 
@@ -341,6 +346,12 @@ impl LmConfig {
                 )));
             }
         }
+        if s.text_offset as usize >= s.vocab_size {
+            return Err(Error::config(format!(
+                "streams[{k}] ('{name}'): text_offset {} is outside the vocabulary (vocab_size {})",
+                s.text_offset, s.vocab_size
+            )));
+        }
         if s.bos_id.is_none() {
             return Err(Error::config(format!(
                 "streams[{k}] ('{name}'): bos_id must be set; it is the special token of step 0 \
@@ -431,6 +442,11 @@ mod tests {
                 "bos_id must be set",
             ),
             ("/streams/2/eos_id", 5000.into(), "eos_id 5000 is outside"),
+            (
+                "/streams/1/text_offset",
+                1027.into(),
+                "text_offset 1027 is outside",
+            ),
             ("/streams", serde_json::json!([]), "at least one stream"),
             ("/pattern", "parallel".into(), "delay 1 needs pattern"),
             ("/pattern", "depth".into(), "needs a `depth` object"),
@@ -451,5 +467,18 @@ mod tests {
         config.as_object_mut().unwrap().remove("ffn_dim");
         let err = parse(&config).unwrap_err().to_string();
         assert!(err.contains("missing key(s): ffn_dim"), "{err}");
+    }
+
+    #[test]
+    fn text_offset_is_optional() {
+        let mut config = full();
+        config["streams"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("text_offset");
+        config["streams"][1]["text_offset"] = 7.into();
+        let config = parse(&config).unwrap();
+        assert_eq!(config.streams[0].text_offset, 0);
+        assert_eq!(config.streams[1].text_offset, 7);
     }
 }

@@ -17,6 +17,9 @@ use crate::embed::SAMPLE;
 use crate::model::{GridShape, SpeechLm};
 use crate::picker::Picker;
 
+/// Most sequences fed by one forward (bounds the activation memory of a long prefill).
+const FEED_BATCH: usize = 64;
+
 /// A position of a session frame that has not been given yet.
 pub const UNKNOWN: i64 = -3;
 
@@ -536,27 +539,22 @@ impl Decoder {
         }
     }
 
+    /// Feeds every track's resolved columns; tracks with the same number of columns to feed go
+    /// through one batched forward (each at its own positions).
     fn feed(&mut self, lm: &SpeechLm) -> Result<bool> {
-        let mut singles = Vec::new();
-        let mut any = false;
-        for i in 0..self.tracks.len() {
-            let t = &self.tracks[i];
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, t) in self.tracks.iter().enumerate() {
             let upto = t.resolved.min(t.feed_limit);
-            if t.done || t.fed >= upto {
-                continue;
-            }
-            if upto - t.fed > 1 {
-                self.feed_rows(lm, &[i], upto - t.fed)?;
-                any = true;
-            } else {
-                singles.push(i);
+            if !t.done && t.fed < upto {
+                groups.entry(upto - t.fed).or_default().push(i);
             }
         }
-        if !singles.is_empty() {
-            self.feed_rows(lm, &singles, 1)?;
-            any = true;
+        for (&width, rows) in &groups {
+            for rows in rows.chunks(FEED_BATCH) {
+                self.feed_rows(lm, rows, width)?;
+            }
         }
-        Ok(any)
+        Ok(!groups.is_empty())
     }
 
     /// Feeds `width` columns of each track in `rows` (all at their own positions).

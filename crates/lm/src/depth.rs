@@ -299,6 +299,7 @@ mod tests {
             bos_id: Some(vocab as u32 - 1),
             eos_id: None,
             delay: k,
+            text_offset: 0,
         };
         let config = LmConfig {
             d_model: 32,

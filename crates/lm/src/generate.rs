@@ -18,10 +18,10 @@ pub struct Prompt {
 impl Prompt {
     /// Splits a row-major `[B, K, T]` buffer into B prompts.
     pub fn split(tokens: &[i64], shape: GridShape) -> Vec<Prompt> {
-        tokens
-            .chunks(shape.streams * shape.len)
-            .map(|item| Prompt {
-                tokens: item.to_vec(),
+        let item = shape.streams * shape.len;
+        (0..shape.batch)
+            .map(|b| Prompt {
+                tokens: tokens.get(b * item..(b + 1) * item).unwrap_or(&[]).to_vec(),
                 frames: shape.len,
             })
             .collect()

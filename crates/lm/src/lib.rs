@@ -8,10 +8,12 @@ mod decoder;
 mod depth;
 mod embed;
 mod generate;
+mod hf_llama;
 mod model;
 mod nar;
 mod picker;
 mod session;
+mod text;
 mod transformer;
 
 pub use attention::KvCache;
@@ -21,6 +23,7 @@ pub use generate::{GenerateRequest, Generation, Prompt};
 pub use model::{GridShape, SpeechLm, MAX_BATCH};
 pub use picker::StreamSampling;
 pub use session::Session;
+pub use text::{TextTokenizer, TOKENIZER_FILE};
 pub use transformer::Sizes;
 
 #[cfg(test)]

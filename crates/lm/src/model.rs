@@ -14,6 +14,7 @@ use crate::config::{Decoding, LmConfig};
 use crate::depth::DepthTransformer;
 use crate::embed::{embed_sum, NO_INPUT};
 use crate::nar::NarModel;
+use crate::text::TextTokenizer;
 use crate::transformer::Transformer;
 
 /// Most sequences one call may hold.
@@ -49,17 +50,29 @@ pub struct SpeechLm {
     heads: Vec<Tensor>,
     depth: Option<DepthTransformer>,
     nar: Option<NarModel>,
+    tokenizer: Option<TextTokenizer>,
     device: Device,
 }
 
 impl SpeechLm {
-    /// Load `dir/config.json` and `dir/model.safetensors`.
+    /// Load `dir/config.json` and `dir/model.safetensors`, or a Hugging Face Llama directory;
+    /// `dir/tokenizer.json` too when present.
     pub fn load(dir: &Path) -> Result<Self> {
+        let raw = std::fs::read_to_string(dir.join(speechinfer_core::config::CONFIG_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        if let Some(raw) = raw.filter(crate::hf_llama::is_hf_llama) {
+            let lm = Self::load_hf_llama(dir, &raw, Device::Cpu)?;
+            let tokenizer = TextTokenizer::load_dir(dir)?;
+            return Ok(Self { tokenizer, ..lm });
+        }
         let config: LmConfig = read_config(dir, LmConfig::REQUIRED_KEYS)?;
         config.validate()?;
         let device = Device::Cpu;
         let ckpt = Checkpoint::load_model_dir(dir, &device)?;
-        Self::from_checkpoint(config, ckpt, device)
+        let lm = Self::from_checkpoint(config, ckpt, device)?;
+        let tokenizer = TextTokenizer::load_dir(dir)?;
+        Ok(Self { tokenizer, ..lm })
     }
 
     /// Build from an already-read config and checkpoint; every tensor must be used.
@@ -101,6 +114,7 @@ impl SpeechLm {
             heads,
             depth,
             nar,
+            tokenizer: None,
             device,
         })
     }
@@ -125,6 +139,11 @@ impl SpeechLm {
     /// The non-autoregressive stage model (`pattern: "coarse_first"`).
     pub fn nar(&self) -> Option<&NarModel> {
         self.nar.as_ref()
+    }
+
+    /// The text tokenizer (`tokenizer.json` of the model directory), if it has one.
+    pub fn tokenizer(&self) -> Option<&TextTokenizer> {
+        self.tokenizer.as_ref()
     }
 
     pub fn device(&self) -> &Device {

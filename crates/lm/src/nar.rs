@@ -146,6 +146,7 @@ mod tests {
             bos_id: Some(vocab as u32 - 1),
             eos_id: None,
             delay: 0,
+            text_offset: 0,
         };
         let config = LmConfig {
             d_model: 32,

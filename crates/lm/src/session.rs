@@ -27,6 +27,11 @@ impl SpeechLm {
         seeds: Vec<u64>,
     ) -> Result<Session> {
         check_batch(batch_size)?;
+        if sampling.uses_cfg() {
+            return Err(Error::input(
+                "sessions do not run classifier-free guidance (cfg_scale); use generate() or stream()",
+            ));
+        }
         if self.config().decoding()? == Decoding::CoarseFirst {
             return Err(Error::input(
                 "sessions need a frame-synchronous pattern; \"coarse_first\" fills streams 1.. \

@@ -17,6 +17,7 @@ fn small(pattern: &str, delays: [usize; 2], tie: bool) -> LmConfig {
         bos_id: Some(vocab as u32 - 1),
         eos_id: None,
         delay: delays[k],
+        text_offset: 0,
     };
     LmConfig {
         d_model: 32,

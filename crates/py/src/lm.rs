@@ -37,6 +37,12 @@ fn seeds(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
     }
 }
 
+/// A stream index given from Python (negative → `InputError`; too large is the engine's check).
+fn stream_index(py: Python<'_>, stream: i64) -> PyResult<usize> {
+    usize::try_from(stream)
+        .map_err(|_| input_error(py, format!("stream must be >= 0, got {stream}")))
+}
+
 /// A speech token LM loaded from a model directory (``config.json`` + ``model.safetensors``).
 ///
 /// Works on int64 grids ``[B, K, T]``: K token streams (text, audio codebooks, speakers) by T
@@ -234,6 +240,54 @@ impl SpeechLM {
     #[getter]
     fn config_json(&self) -> String {
         serde_json::to_string(self.engine.config()).unwrap_or_default()
+    }
+
+    /// bool: Whether the model directory holds a ``tokenizer.json`` (``tokenize``/``detokenize``).
+    #[getter]
+    fn has_tokenizer(&self) -> bool {
+        self.engine.tokenizer().is_some()
+    }
+
+    /// Token ids of ``text`` in stream ``stream``'s vocabulary: the ``tokenizer.json`` ids (no
+    /// special tokens added) plus the stream's ``text_offset``. Raises ``InputError`` when the
+    /// model has no tokenizer or an id does not fit the stream's vocabulary.
+    #[pyo3(
+        signature = (text, stream=0),
+        text_signature = "($self, text: str, stream: int = 0) -> list[int]"
+    )]
+    fn tokenize(&self, py: Python<'_>, text: String, stream: i64) -> PyResult<Vec<i64>> {
+        let stream = stream_index(py, stream)?;
+        let engine = self.engine.clone();
+        without_gil(py, move || engine.tokenize(&text, stream))
+    }
+
+    /// The text of stream ``stream``'s tokens (a list of ints or a 1-D integer array, e.g. a row
+    /// of a generated grid): ids in the stream's text range (``text_offset`` onwards, as many as
+    /// the tokenizer has) are decoded, every other id (pad, audio units, markers, ``-1``) is
+    /// skipped.
+    #[pyo3(
+        signature = (ids, stream=0),
+        text_signature = "($self, ids: list[int] | NDArray[np.integer], stream: int = 0) -> str"
+    )]
+    fn detokenize(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, stream: i64) -> PyResult<String> {
+        let stream = stream_index(py, stream)?;
+        let bad = || input_error(py, "ids must be a list of ints or a 1-D integer array");
+        let ids: Vec<i64> = if let Ok(list) = ids.cast::<PyList>() {
+            list.iter()
+                .map(|id| id.extract::<i64>().map_err(|_| bad()))
+                .collect::<PyResult<_>>()?
+        } else {
+            let array = int_array(py, ids, "ids")?;
+            if array.shape.len() != 1 {
+                return Err(input_error(
+                    py,
+                    format!("ids must be 1-D, got shape {:?}", array.shape),
+                ));
+            }
+            array.values
+        };
+        let engine = self.engine.clone();
+        without_gil(py, move || engine.detokenize(&ids, stream))
     }
 
     /// Teacher-forced logits of a step grid ``[B, K, S]`` (LM steps, pattern already applied):

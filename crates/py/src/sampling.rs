@@ -143,6 +143,45 @@ impl Sampling {
         self.params.cfg_scale.map(f64::from)
     }
 
+    /// str: ``"uncond_plus"`` (u + s·(c − u)) or ``"cond_plus"`` (c + s·(c − u)).
+    #[getter]
+    fn cfg_formula(&self) -> &'static str {
+        match self.params.cfg_formula {
+            CfgFormula::UncondPlus => "uncond_plus",
+            CfgFormula::CondPlus => "cond_plus",
+        }
+    }
+
+    /// int | None: After guidance, keep only this many largest guided logits.
+    #[getter]
+    fn cfg_top_k(&self) -> Option<usize> {
+        self.params.cfg_top_k
+    }
+
+    /// int: History tokens the repetition penalty looks at (0 = all).
+    #[getter]
+    fn repetition_window(&self) -> usize {
+        self.params.repetition_window
+    }
+
+    /// int: Repetition-aware sampling window (0 = off).
+    #[getter]
+    fn ras_window(&self) -> usize {
+        self.params.ras_window
+    }
+
+    /// float: RAS resamples when a token fills this fraction of the window.
+    #[getter]
+    fn ras_threshold(&self) -> f64 {
+        self.params.ras_threshold.into()
+    }
+
+    /// list[int] | None: The only token ids a stream may emit.
+    #[getter]
+    fn allowed_tokens(&self) -> Option<Vec<u32>> {
+        self.allowed.clone()
+    }
+
     fn __repr__(&self) -> String {
         let p = &self.params;
         format!(
