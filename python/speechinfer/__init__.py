@@ -22,6 +22,7 @@ from speechinfer.errors import (
     InternalError,
     SpeechInferError,
 )
+from speechinfer.pipeline import Pipeline
 
 __all__ = [
     "NO_INPUT",
@@ -32,6 +33,7 @@ __all__ = [
     "GenerationStream",
     "InputError",
     "InternalError",
+    "Pipeline",
     "Sampling",
     "Session",
     "SpeechInferError",

@@ -57,4 +57,7 @@ def write_audio(path: str | PathLike[str], wave: NDArray[np.float32], sample_rat
     """Write float32 ``[T]`` or ``[channels, T]`` audio as a 16-bit PCM WAV (clipped to ±1)."""
     wave = np.asarray(wave, dtype=np.float32)
     frames = wave if wave.ndim == 1 else wave.T
-    soundfile.write(str(path), np.clip(frames, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    try:
+        soundfile.write(str(path), np.clip(frames, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise InputError(f"cannot write audio file {path}: {err}") from err

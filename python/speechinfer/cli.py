@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
-from speechinfer import Codec
+from speechinfer import Codec, Pipeline
 from speechinfer.audio import read_audio, write_audio
 from speechinfer.errors import InputError, SpeechInferError
-from speechinfer.models import default_codec_path
+from speechinfer.models import default_codec_path, default_pipeline_path
 
 
 def _load_codec(checkpoint: str | None) -> Codec:
@@ -46,6 +48,58 @@ def _codec_decode(args: argparse.Namespace) -> None:
     print(f"{args.output}: {seconds:.2f} s at {codec.sample_rate} Hz")
 
 
+def _load_pipeline(directory: str | None) -> Pipeline:
+    if directory is None and default_pipeline_path() is None:
+        raise InputError("no --pipeline given and this install embeds no default pipeline")
+    return Pipeline.load(directory)
+
+
+class _ProgressBar:
+    """``[#######.......] 120/400 frames`` on one line of ``stream``, redrawn at most every 0.1 s
+    (and at the end)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._drawn_at: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and self._drawn_at is not None and now - self._drawn_at < 0.1:
+            return
+        self._drawn_at = now
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self._stream.write(f"\r[{bar}] {done}/{total} frames")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._drawn_at is not None:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _say(args: argparse.Namespace) -> None:
+    if not Path(args.output).resolve().parent.is_dir():
+        raise InputError(f"cannot write {args.output}: its directory does not exist")
+    pipeline = _load_pipeline(args.pipeline)
+    bar = _ProgressBar(sys.stderr)
+    try:
+        audio = pipeline.say(args.text, voice=args.voice, seed=args.seed, progress=bar)
+    finally:
+        bar.close()
+    write_audio(args.output, audio, pipeline.sample_rate)
+    seconds = audio.shape[-1] / pipeline.sample_rate
+    voice = args.voice or pipeline.voices[0]
+    print(f"{args.output}: {seconds:.2f} s at {pipeline.sample_rate} Hz, voice {voice}")
+
+
+def _voices(args: argparse.Namespace) -> None:
+    for voice in _load_pipeline(args.pipeline).voices:
+        print(voice)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechinfer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-codebooks", type=int, default=0, help="decode with only the first N codebooks"
     )
     dec.set_defaults(run=_codec_decode)
+
+    pipeline_help = "pipeline directory (default: the embedded pipeline)"
+    say = commands.add_parser("say", help="text -> speech WAV")
+    say.add_argument("text", help="what to say (letters, space and punctuation)")
+    say.add_argument("-o", "--output", required=True, help="output WAV file")
+    say.add_argument("--voice", help="voice name (default: the first; see `speechinfer voices`)")
+    say.add_argument(
+        "--seed", type=int, default=None, help="sampling seed (default: the pipeline's)"
+    )
+    say.add_argument("--pipeline", help=pipeline_help)
+    say.set_defaults(run=_say)
+
+    voices = commands.add_parser("voices", help="list the voices of a pipeline")
+    voices.add_argument("--pipeline", help=pipeline_help)
+    voices.set_defaults(run=_voices)
     return parser
 
 

@@ -348,6 +348,30 @@ class SpeechLM(nn.Module):
         self.check_context(t_n)
         return self.nar(grid.long(), stage, prompt_frames, self.rope_cos, self.rope_sin)
 
+    def token_log_probs(self, grid: Tensor) -> Tensor:
+        """Per-token log-probabilities ``[B, K, T]`` (float32, differentiable) of a frame grid.
+
+        Entry ``[b, k, t]`` is the log-probability the model gives ``grid[b, k, t]``, as in
+        ``score`` (which sums them in float64); frame 0, ``-1`` targets and, under
+        ``"coarse_first"``, everything are 0 (that pattern's stages are scored by ``score``).
+        """
+        self._check_tokens(grid, "grid")
+        grid = grid.long()
+        out = torch.zeros(grid.shape, dtype=torch.float32, device=grid.device)
+        if self.nar is not None:
+            return out
+        layout = self.layout(grid.shape[-1])
+        steps = layout.apply(grid, self.special_ids)
+        self.check_context(layout.num_steps - 1)
+        logits = self.forward(steps if self.depth is not None else steps[..., :-1])
+        for k, stream_logits in enumerate(logits):
+            prev = layout.first_step[k, 1:].to(grid.device) - 1
+            targets = grid[:, k, 1:]
+            log_probs = stream_logits[:, prev].log_softmax(-1)
+            picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+            out[:, k, 1:] = picked.masked_fill(targets == NO_INPUT, 0.0)
+        return out
+
     @torch.no_grad()
     def score(self, grid: Tensor) -> Tensor:
         """Return the summed log-prob (float64 ``[B]``) of every token after frame 0 of ``grid``.

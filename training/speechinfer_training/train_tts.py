@@ -1,0 +1,227 @@
+"""Train the TTS LM twin on token shards and export a pipeline directory (``docs/tts.md``).
+
+``python -m speechinfer_training.train_tts --shards SHARDS --out OUT --steps N
+[--pattern delay|parallel|flatten|depth] [--resume] [--init-from TEXT_LM_DIR] [--batch-size 8]
+[--lr 1e-3] [--d-model 256 --n-layers 4 ...] [--threads N]``
+
+``SHARDS`` comes from ``python -m speechinfer_training.tts_data`` (``tokenize_corpus``). Every
+utterance is the frame grid of :func:`~speechinfer_training.tts_data.utterance_grid`; training is
+teacher-forced cross-entropy on every scored token (frames ``>= 1``, not ``-1``), the text
+stream's tokens weighted by ``--text-loss-weight``. Writes ``OUT/log.jsonl`` (per step: ``loss``,
+``audio_loss``, ``text_loss``; ``heldout_audio_loss`` / ``heldout_text_loss`` — mean nats per
+token — every ``--eval-every`` steps and at the end), ``OUT/checkpoint.pt`` (``--resume``
+continues from it, bit-identically) and, at the end, the pipeline directory ``OUT/pipeline``
+(float16 by default). ``--init-from`` starts from a text LM of ``train_text_lm`` (TWIST).
+
+Also runs data-parallel on CPU: ``torchrun --nproc_per_node=2 -m speechinfer_training.train_tts
+...`` (gloo; ``--batch-size`` is the global batch; rank 0 writes).
+"""
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+from .export import STORAGE_DTYPES
+from .lm import SpeechLM
+from .lm_training import (
+    LoopOptions,
+    add_option_flags,
+    init_distributed,
+    loop_options,
+    read_resume_state,
+    train_grids,
+)
+from .tts_data import (
+    MAX_FRAMES,
+    MAX_TEXT_TOKENS,
+    NUM_TEXT_SPECIALS,
+    TTS_PATTERNS,
+    grid_steps,
+    load_split,
+    read_meta,
+    tts_lm_config,
+    utterance_grid,
+)
+from .tts_export import DEFAULT_SAMPLING, save_pipeline
+
+PIPELINE_DIR = "pipeline"
+SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class TtsOptions:
+    """What ``train_tts`` trains on and exports; the optimisation is in :class:`LoopOptions`."""
+
+    shards: Path
+    out: Path
+    pattern: str = "delay"
+    resume: bool = False
+    init_from: Path | None = None
+    num_codebooks: int = 0
+    text_loss_weight: float = 0.1
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 8
+    n_kv_heads: int = 4
+    ffn_dim: int = 704
+    max_text_tokens: int = MAX_TEXT_TOKENS
+    max_frames: int = MAX_FRAMES
+    sampling: str = json.dumps(DEFAULT_SAMPLING)
+    export_dtype: str = "float16"
+    codec: Path | None = None
+    no_export: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pattern not in TTS_PATTERNS:
+            raise ValueError(f"pattern must be one of {TTS_PATTERNS}")
+        if self.export_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"export_dtype must be one of {sorted(STORAGE_DTYPES)}")
+        if self.text_loss_weight < 0 or self.num_codebooks < 0:
+            raise ValueError("text_loss_weight and num_codebooks must be >= 0")
+        json.loads(self.sampling)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The transformer sizes."""
+        return {key: getattr(self, key) for key in SIZE_KEYS}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TtsOptions, LoopOptions]:
+    """Parse command-line flags."""
+    parser = argparse.ArgumentParser(
+        prog="python -m speechinfer_training.train_tts",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    parser.add_argument("--shards", type=Path, required=True, help="tokenize_corpus output")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--pattern", choices=TTS_PATTERNS, default="delay")
+    parser.add_argument("--init-from", type=Path, help="text LM directory (train_text_lm)")
+    parser.add_argument("--codec", type=Path, help="codec to export (default: the shards')")
+    parser.add_argument("--export-dtype", choices=sorted(STORAGE_DTYPES), default="float16")
+    skip = ("shards", "out", "pattern", "init_from", "codec", "export_dtype")
+    add_option_flags(parser, TtsOptions, skip)
+    add_option_flags(parser, LoopOptions)
+    namespace = parser.parse_args(argv)
+    names = {f.name for f in dataclasses.fields(TtsOptions)}
+    try:
+        options = TtsOptions(**{k: v for k, v in vars(namespace).items() if k in names})
+        return options, loop_options(namespace)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def tts_grids(
+    meta: dict[str, Any], split_items: Sequence[Any], num_codebooks: int
+) -> list[torch.Tensor]:
+    """Return the frame grids of ``tts_data.Utterance`` items with ``num_codebooks``."""
+    offset = NUM_TEXT_SPECIALS + len(meta["voices"])
+    size = meta["codebook_size"]
+    return [
+        utterance_grid(u.voice, u.text + offset, u.codes[:num_codebooks], size) for u in split_items
+    ]
+
+
+def build_config(
+    options: TtsOptions, meta: dict[str, Any], num_codebooks: int, longest: int
+) -> dict[str, Any]:
+    """Return the LM config; ``max_context`` covers the longest grid and the pipeline's limits."""
+    base = tts_lm_config(
+        meta["voices"],
+        meta["codebook_size"],
+        num_codebooks,
+        options.pattern,
+        tokenizer_size=meta["tokenizer_size"],
+        max_text_tokens=options.max_text_tokens,
+        max_frames=options.max_frames,
+        **options.sizes,
+    )
+    delays = [s["delay"] for s in base["streams"]]
+    needed = grid_steps(options.pattern, delays, longest) - 1
+    if needed <= base["max_context"]:
+        return base
+    return tts_lm_config(
+        meta["voices"],
+        meta["codebook_size"],
+        num_codebooks,
+        options.pattern,
+        tokenizer_size=meta["tokenizer_size"],
+        max_context=needed,
+        **options.sizes,
+    )
+
+
+def train(options: TtsOptions, loop: LoopOptions) -> Path:
+    """Run (or resume) training; return the pipeline directory (or ``OUT`` with ``no_export``)."""
+    from .train_text_lm import init_from_text_lm
+
+    dist = init_distributed()
+    if loop.threads > 0:
+        torch.set_num_threads(loop.threads)
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    meta = read_meta(options.shards)
+    q_n = options.num_codebooks or meta["num_codebooks"]
+    if q_n > meta["num_codebooks"]:
+        raise ValueError(f"the shards hold {meta['num_codebooks']} codebooks, not {q_n}")
+    train_set = tts_grids(meta, load_split(options.shards, "train"), q_n)
+    heldout = tts_grids(meta, load_split(options.shards, "heldout"), q_n)
+    longest = max(g.shape[-1] for g in [*train_set, *heldout])
+    config = build_config(options, meta, q_n, longest)
+    checkpoint = read_resume_state(out, options.resume)
+    if checkpoint is not None and checkpoint["lm_config"] != config:
+        raise ValueError("the LM config differs from that of the checkpoint being resumed")
+    torch.manual_seed(loop.seed)
+    model = SpeechLM(config)
+    if options.init_from is not None and checkpoint is None:
+        copied = init_from_text_lm(model, options.init_from)
+        if dist.main:
+            print(f"initialised {copied} tensors from {options.init_from}", flush=True)
+    weights = [options.text_loss_weight] + [1.0] * q_n
+    roles = [s["role"] for s in config["streams"]]
+    extra = {
+        "lm_config": config,
+        "options": {k: str(v) for k, v in dataclasses.asdict(options).items()},
+    }
+    model = train_grids(
+        model, train_set, heldout, weights, roles, loop, out, dist, checkpoint, extra
+    )
+    result = out
+    if not options.no_export:
+        result = out / PIPELINE_DIR
+        if dist.main:
+            save_pipeline(
+                result,
+                model,
+                options.codec or meta["codec_dir"],
+                meta["voices"],
+                Path(options.shards) / meta["tokenizer"],
+                sampling=json.loads(options.sampling),
+                dtype=options.export_dtype,  # type: ignore[arg-type]
+                max_text_tokens=options.max_text_tokens,
+                max_frames=options.max_frames,
+                seed=loop.seed,
+            )
+    dist.barrier()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    options, loop = parse_args(argv)
+    try:
+        result = train(options, loop)
+        if not torch_dist.is_initialized() or torch_dist.get_rank() == 0:
+            print(f"exported {result}" if not options.no_export else f"trained {result}")
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
