@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/speechinfer/target}"
 
 # Speech and text sources (flite voices, festival + its slt HTS voice, fortunes text).
-APT_PACKAGES="flite festival festvox-us-slt-hts fortunes"
+APT_PACKAGES="flite festival festvox-us-slt-hts fortunes wamerican"
 if ! dpkg -s $APT_PACKAGES >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && apt-get install -y -qq --no-install-recommends $APT_PACKAGES >/dev/null) ||
@@ -17,7 +17,12 @@ if ! dpkg -s $APT_PACKAGES >/dev/null 2>&1; then
   fi
 fi
 
-$PY -m pip install -q maturin "pytest>=8" pytest-benchmark ruff numpy safetensors soundfile scipy torch tokenizers "transformers==4.57.1"
+$PY -m pip install -q maturin "pytest>=8" pytest-benchmark ruff numpy safetensors soundfile scipy torch tokenizers "transformers==4.57.1" "pocketsphinx>=5,<6" pystoi
+# Kyutai's PyTorch Mimi (tests/test_mimi.py reference): its metadata pins an older torch, numpy
+# and safetensors, but it runs on current ones, so it goes in without its dependencies plus the
+# two it imports.
+$PY -m pip install -q einops sentencepiece
+$PY -m pip install -q --no-deps "moshi==0.2.13"
 $PY -m pip install -q -e ./training
 $PY -m pip install -q --no-build-isolation .
 $PY -c "import speechinfer" # fail loudly if the build above did not install
