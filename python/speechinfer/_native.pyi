@@ -10,7 +10,8 @@ NO_INPUT: int
 SAMPLE: int
 
 class Codec:
-    """A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`).
+    """A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`) or
+    from a Kyutai Mimi checkpoint file.
 
     Encodes waveforms into residual-VQ codes ``[B, Q, F]`` and decodes codes back to audio,
     in one call or frame by frame. Safe to share between threads.
@@ -23,7 +24,7 @@ class Codec:
         """int: Entries per codebook; valid codes are ``0 .. codebook_size - 1``."""
     @property
     def config_json(self) -> str:
-        """str: The model's ``config.json`` as a JSON string."""
+        """str: The model's ``config.json`` as a JSON string (for Mimi, its fixed architecture)."""
     def decode(self, codes: NDArray[np.integer]) -> NDArray[np.float32]:
         """Decode integer codes ``[B, q, F]`` using the first ``q <= Q`` codebooks (fewer codebooks =
         lower bitrate) into float32 audio ``[B, F * hop_length]`` (``[B, C, ...]`` multi-channel).
@@ -33,14 +34,22 @@ class Codec:
         into int64 codes ``[B, Q, ceil(T / hop_length)]``. The end is zero-padded to a whole frame.
         """
     @property
+    def format(self) -> str:
+        """str: Checkpoint format: ``"speechinfer"`` (model directory) or ``"mimi"``."""
+    @property
     def frame_rate(self) -> float:
         """float: Code frames per second (``sample_rate / hop_length``)."""
     @property
     def hop_length(self) -> int:
         """int: Samples per code frame."""
     @staticmethod
-    def load(path: str | os.PathLike[str]) -> Codec:
-        """Load a codec from a model directory holding ``config.json`` and ``model.safetensors``."""
+    def load(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None) -> Codec:
+        """Load a codec from a model directory holding ``config.json`` and ``model.safetensors``,
+        or from a Kyutai Mimi ``.safetensors`` file (the ``tokenizer-….safetensors`` of ``moshi``
+        and ``rustymimi``), detected from its tensor names. ``num_codebooks`` (Mimi only, default
+        8, at most the 32 the file holds) sets how many codebooks ``encode`` produces.
+        ``format`` (``"speechinfer"`` or ``"mimi"``) skips the detection.
+        """
     @property
     def num_codebooks(self) -> int:
         """int: Number of residual-VQ codebooks Q."""

@@ -138,15 +138,13 @@ class Pipeline:
         Raises ``InputError`` for empty text, text without letters, a character the tokenizer
         does not know (named in the message) or an unknown voice (the message lists them).
         """
-        voice_token = VOICE_OFFSET + self._voice_index(voice)
         seed = self._seed if seed is None else seed
-        pieces = self._pieces(self._normalize(text))
-        total = self._max_frames * len(pieces)
+        prompts = self.prompts(text, voice)
+        total = self._max_frames * len(prompts)
         done = 0
         audio: list[NDArray[np.float32]] = []
-        for ids in pieces:
-            prompt = np.full((1, self._lm.num_streams, len(ids) + 2), NO_INPUT, dtype=np.int64)
-            prompt[0, 0] = [voice_token, *ids, SEP]
+        for prompt in prompts:
+            prompt = prompt[None]
             if progress is None:
                 codes = self._generate(prompt, seed)
             else:
@@ -160,6 +158,27 @@ class Pipeline:
         for piece in audio[1:]:
             joined += [silence, piece]
         return np.ascontiguousarray(np.concatenate(joined), dtype=np.float32)
+
+    def prompts(self, text: str, voice: str | None = None) -> list[NDArray[np.int64]]:
+        """The LM prompt grids ``[K, L + 2]`` (voice, text ids, sep; audio cells ``NO_INPUT``)
+        that :meth:`say` generates from, one per piece of ``text``."""
+        voice_token = VOICE_OFFSET + self._voice_index(voice)
+        out = []
+        for ids in self._pieces(self._normalize(text)):
+            prompt = np.full((self._lm.num_streams, len(ids) + 2), NO_INPUT, dtype=np.int64)
+            prompt[0] = [voice_token, *ids, SEP]
+            out.append(prompt)
+        return out
+
+    @property
+    def sampling(self) -> list[Sampling]:
+        """The per-stream sampling :meth:`say` uses (text: pad only; audio: codes and EOS)."""
+        return list(self._sampling)
+
+    def audio_codes(self, generated: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Codec codes ``[1, Q, F]`` of generated frames ``[1, K, n]``: the audio streams up to
+        (without) the EOS frame."""
+        return self._codes(generated)
 
     def __repr__(self) -> str:
         return f"Pipeline({str(self._path)!r}, voices={list(self._voices)!r})"

@@ -26,9 +26,6 @@ import torch.nn.functional as F
 
 from .export import load_pretrained, save_pretrained
 
-TEXT_PAD, TEXT_SEP = 0, 3
-NO_INPUT = -1
-
 
 @dataclass
 class Candidate:
@@ -39,53 +36,25 @@ class Candidate:
     wer: float
 
 
-def prompt_grid(lm: Any, voice_index: int, text: str) -> np.ndarray:
-    """Return frames ``0 .. L + 1`` of the TTS grid (docs/tts.md): voice, text ids, sep."""
-    ids = lm.tokenize(text, stream=0)
-    k_n = lm.num_streams
-    grid = np.full((k_n, len(ids) + 2), NO_INPUT, dtype=np.int64)
-    grid[0, 0] = 4 + voice_index
-    grid[0, 1 : 1 + len(ids)] = ids
-    grid[0, -1] = TEXT_SEP
-    return grid
-
-
-def audio_end(grid: np.ndarray, start: int, eos: int) -> int:
-    """Return the first frame at or after ``start`` whose ``audio0`` is EOS (or the length)."""
-    hits = np.nonzero(grid[1, start:] == eos)[0]
-    return start + int(hits[0]) if len(hits) else grid.shape[1]
-
-
 def sample_candidates(
-    pipe: dict[str, Any],
-    text: str,
-    voice_index: int,
-    count: int,
-    seed: int,
-    judge: Any,
+    pipe: Any, text: str, voice: str, count: int, seed: int, judge: Any
 ) -> list[Candidate]:
-    """Sample ``count`` utterances of ``text`` and judge their WER against it."""
-    import speechinfer as si
-
-    lm, codec, config = pipe["lm"], pipe["codec"], pipe["config"]
-    prompt = prompt_grid(lm, voice_index, text)
-    q = lm.num_streams - 1
-    audio = si.Sampling(**{"temperature": 1.0, **config.get("sampling", {})})
-    sampling = [si.Sampling(allowed_tokens=[TEXT_PAD], temperature=0.0)] + [audio] * q
+    """Sample ``count`` utterances of ``text`` with the engine and judge their WER against it."""
+    prompt = pipe.prompts(text, voice)[0]
+    start = prompt.shape[1]
     seeds = [seed * 1000 + i for i in range(count)]
-    grids = lm.generate(
-        [prompt] * count, config["max_frames"], sampling, seed=seeds, stop_on_eos=True
+    grids = pipe.lm.generate(
+        [prompt] * count, pipe.max_frames, pipe.sampling, seed=seeds, stop_on_eos=True
     )
-    eos = codec.codebook_size
     out = []
     for grid in grids:
-        start = prompt.shape[1]
-        end = audio_end(grid, start, eos)
-        codes = grid[1:, start:end]
-        wave = codec.decode(codes[None]) if end > start else np.zeros((1, 1, 1), np.float32)
-        hyp = judge.transcribe(np.asarray(wave).reshape(-1), codec.sample_rate)
-        trimmed = grid[:, : min(end + 1, grid.shape[1])]
-        out.append(Candidate(trimmed, start, judge.wer(text, hyp)))
+        codes = pipe.audio_codes(grid[None, :, start:])
+        frames = codes.shape[-1]
+        wave = pipe.codec.decode(codes)[0] if frames else np.zeros(1, np.float32)
+        hyp = judge.transcribe(np.asarray(wave).reshape(-1), pipe.sample_rate)
+        # The grid up to and with the EOS frame: what the model chose, padding dropped.
+        out.append(Candidate(grid[:, : min(start + frames + 1, grid.shape[1])], start, 0.0))
+        out[-1].wer = judge.wer(text, hyp)
     return out
 
 
@@ -111,21 +80,9 @@ def dpo_loss(
     return -F.logsigmoid(beta * ((pol_c - ref_c) - (pol_r - ref_r)))
 
 
-def load_pipeline(path: Path) -> dict[str, Any]:
-    """Load a pipeline directory's config, engine LM and engine codec."""
-    import speechinfer as si
-
-    config = json.loads((path / "pipeline.json").read_text())
-    return {
-        "config": config,
-        "lm": si.SpeechLM.load(path / config["lm"]),
-        "codec": si.Codec.load(path / config["codec"]),
-    }
-
-
 def build_pairs(
-    pipe: dict[str, Any],
-    items: Sequence[tuple[str, int]],
+    pipe: Any,
+    items: Sequence[tuple[str, str]],
     candidates: int,
     seed: int,
     judge: Any,
@@ -157,18 +114,21 @@ def run(args: argparse.Namespace, judge: Any) -> dict[str, Any]:
     from .corpus import read_manifest
 
     torch.manual_seed(args.seed)
+    import speechinfer as si
+
     src = Path(args.pipeline)
-    pipe = load_pipeline(src)
-    voices = pipe["config"]["voices"]
+    pipe = si.Pipeline.load(src)
+    voices = pipe.voices
+    lm_dir = src / json.loads((src / "pipeline.json").read_text())["lm"]
     rows = read_manifest(args.corpus, split="train")
     seen, items = set(), []
     for row in rows:
         if row["text"] not in seen and row["voice"] in voices:
             seen.add(row["text"])
-            items.append((row["text"].lower(), voices.index(row["voice"])))
+            items.append((row["text"], row["voice"]))
     items = items[: args.prompts]
     pairs, before = build_pairs(pipe, items, args.candidates, args.seed, judge)
-    policy = load_pretrained(src / pipe["config"]["lm"]).float().train()
+    policy = load_pretrained(lm_dir).float().train()
     reference = copy.deepcopy(policy).eval()
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
     log = []

@@ -19,7 +19,7 @@ fn default_codec() -> Codec {
 
 fn benches(c: &mut Criterion) {
     let codec = default_codec();
-    let cfg = codec.config().clone();
+    let cfg = codec.config().expect("native codec").clone();
     let frames = (4.0 * cfg.frame_rate()) as usize;
     let codes = Tensor::rand(
         0f32,

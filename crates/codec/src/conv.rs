@@ -29,22 +29,31 @@ impl CausalConv1d {
             &format!("{prefix}.weight"),
             &[spec.cout, spec.cin, spec.kernel],
         )?;
-        let bias = ckpt
-            .take(&format!("{prefix}.bias"), &[spec.cout])?
-            .reshape((1, spec.cout, 1))?;
-        let span = (spec.kernel - 1) * spec.dilation + 1;
-        if span < spec.stride {
+        let bias = ckpt.take(&format!("{prefix}.bias"), &[spec.cout])?;
+        Self::new(weight, &bias, spec.stride, spec.dilation, prefix)
+    }
+
+    /// From a weight `[Cout, Cin, k]` and a bias `[Cout]` already taken from a checkpoint.
+    pub fn new(
+        weight: Tensor,
+        bias: &Tensor,
+        stride: usize,
+        dilation: usize,
+        name: &str,
+    ) -> Result<Self> {
+        let (cout, _, kernel) = weight.dims3()?;
+        let span = (kernel - 1) * dilation + 1;
+        if span < stride {
             return Err(Error::config(format!(
-                "{prefix}: kernel span {span} is shorter than stride {}",
-                spec.stride
+                "{name}: kernel span {span} is shorter than stride {stride}"
             )));
         }
         Ok(Self {
             weight,
-            bias,
-            stride: spec.stride,
-            dilation: spec.dilation,
-            context: span - spec.stride,
+            bias: bias.reshape((1, cout, 1))?,
+            stride,
+            dilation,
+            context: span - stride,
         })
     }
 
@@ -106,7 +115,7 @@ impl CausalConvTranspose1d {
     }
 
     /// From a torch-layout weight `[Cin, Cout, k]` (k ≥ stride) and a bias `[1, Cout, 1]`.
-    fn new(weight: &Tensor, bias: Tensor, stride: usize) -> Result<Self> {
+    pub fn new(weight: &Tensor, bias: Tensor, stride: usize) -> Result<Self> {
         let (cin, cout, kernel) = weight.dims3()?;
         let spans = kernel.div_ceil(stride);
         let padded = weight.pad_with_zeros(2, 0, spans * stride - kernel)?;

@@ -1,14 +1,17 @@
 //! The speechinfer neural codec: causal SEANet-style encoder → residual VQ → codes, and codes →
 //! summed codebook vectors → causal decoder → waveform, with frame-by-frame streaming state.
-//! The architecture contract shared with the PyTorch twin is `docs/codec.md`.
+//! The architecture contract shared with the PyTorch twin is `docs/codec.md`. The same `Codec`
+//! also serves Kyutai Mimi checkpoints as they are released (`mimi`).
 
 pub mod config;
 mod conv;
+pub mod mimi;
 mod model;
 mod rvq;
 mod seanet;
 mod state;
 
 pub use config::CodecConfig;
-pub use model::Codec;
+pub use mimi::MimiConfig;
+pub use model::{Codec, CodecFormat, LoadOptions};
 pub use state::StreamState;

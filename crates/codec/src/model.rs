@@ -1,4 +1,5 @@
-//! The codec model: load from a model directory, encode, decode, and their streaming forms.
+//! The codec model: load from a model directory (or a Kyutai Mimi checkpoint), encode, decode,
+//! and their streaming forms.
 
 use std::path::Path;
 
@@ -8,25 +9,120 @@ use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
 use crate::config::CodecConfig;
+use crate::mimi::{is_mimi_checkpoint, mimi_codebooks_in, Mimi, MimiConfig};
 use crate::rvq::ResidualVq;
 use crate::seanet::{Decoder, Encoder};
-use crate::state::StreamState;
+use crate::state::{Cursor, StreamState};
 
-pub struct Codec {
+/// Which architecture and checkpoint layout a codec was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecFormat {
+    /// A speechinfer model directory (`config.json` + `model.safetensors`, `docs/codec.md`).
+    Native,
+    /// A Kyutai Mimi `.safetensors` file (the `moshi` / `rustymimi` layout).
+    Mimi,
+}
+
+impl CodecFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecFormat::Native => "speechinfer",
+            CodecFormat::Mimi => "mimi",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "speechinfer" | "native" => Ok(CodecFormat::Native),
+            "mimi" => Ok(CodecFormat::Mimi),
+            other => Err(Error::input(format!(
+                "unknown codec format '{other}': expected 'speechinfer' or 'mimi'"
+            ))),
+        }
+    }
+}
+
+/// Options of [`Codec::load_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `None`: a directory is a speechinfer model, a file is detected from its tensor names.
+    pub format: Option<CodecFormat>,
+    /// Mimi: codebooks to use (default 8, at most what the file holds). Not for model directories.
+    pub num_codebooks: Option<usize>,
+}
+
+struct Native {
     config: CodecConfig,
     encoder: Encoder,
     quantizer: ResidualVq,
     decoder: Decoder,
+}
+
+enum Backend {
+    Native(Box<Native>),
+    Mimi(Box<Mimi>),
+}
+
+pub struct Codec {
+    backend: Backend,
     device: Device,
 }
 
 impl Codec {
-    /// Load `dir/config.json` and `dir/model.safetensors`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config: CodecConfig = read_config(dir, CodecConfig::REQUIRED_KEYS)?;
+    /// Load `dir/config.json` and `dir/model.safetensors`, or a Mimi `.safetensors` file
+    /// (with 8 codebooks); see [`Codec::load_with`].
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Load a speechinfer model directory or a Kyutai Mimi `.safetensors` file.
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Self> {
         let device = Device::Cpu;
-        let ckpt = Checkpoint::load_model_dir(dir, &device)?;
-        Self::from_checkpoint(config, ckpt, device)
+        let format = match options.format {
+            Some(format) => format,
+            None if path.is_file() => {
+                if !is_mimi_checkpoint(path)? {
+                    return Err(Error::checkpoint(format!(
+                        "{} is a file, but not a Kyutai Mimi checkpoint (no 'quantizer.rvq_first.*' \
+                         tensors); pass a speechinfer model directory or a Mimi .safetensors file",
+                        path.display()
+                    )));
+                }
+                CodecFormat::Mimi
+            }
+            None => CodecFormat::Native,
+        };
+        match format {
+            CodecFormat::Native => {
+                if let Some(q) = options.num_codebooks {
+                    return Err(Error::input(format!(
+                        "num_codebooks={q} applies to Mimi checkpoints only; a speechinfer model \
+                         directory always uses the codebooks its config.json names"
+                    )));
+                }
+                let config: CodecConfig = read_config(path, CodecConfig::REQUIRED_KEYS)?;
+                let ckpt = Checkpoint::load_model_dir(path, &device)?;
+                Self::from_checkpoint(config, ckpt, device)
+            }
+            CodecFormat::Mimi => {
+                if !path.is_file() {
+                    return Err(Error::checkpoint(format!(
+                        "{} is not a file: a Mimi checkpoint is a single .safetensors file",
+                        path.display()
+                    )));
+                }
+                let q = options
+                    .num_codebooks
+                    .unwrap_or(MimiConfig::DEFAULT_NUM_CODEBOOKS);
+                // Reject an impossible request before reading hundreds of MB.
+                MimiConfig::new(q, mimi_codebooks_in(path)?)?;
+                let mimi = Mimi::load(path, q, &device)?;
+                Ok(Self {
+                    backend: Backend::Mimi(Box::new(mimi)),
+                    device,
+                })
+            }
+        }
     }
 
     /// Build from an already-read config and checkpoint; every tensor must be used.
@@ -41,24 +137,119 @@ impl Codec {
         let decoder = Decoder::load(&mut ckpt, &config)?;
         ckpt.finish()?;
         Ok(Self {
-            config,
-            encoder,
-            quantizer,
-            decoder,
+            backend: Backend::Native(Box::new(Native {
+                config,
+                encoder,
+                quantizer,
+                decoder,
+            })),
             device,
         })
     }
 
-    pub fn config(&self) -> &CodecConfig {
-        &self.config
+    /// A Mimi codec from a checkpoint with Mimi's tensor names, using `num_codebooks`.
+    pub fn mimi_from_checkpoint(
+        ckpt: Checkpoint,
+        num_codebooks: usize,
+        device: Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Mimi(Box::new(Mimi::from_checkpoint(ckpt, num_codebooks)?)),
+            device,
+        })
+    }
+
+    pub fn format(&self) -> CodecFormat {
+        match &self.backend {
+            Backend::Native(_) => CodecFormat::Native,
+            Backend::Mimi(_) => CodecFormat::Mimi,
+        }
+    }
+
+    /// The `config.json` of a native codec (`None` for Mimi: see [`Codec::mimi_config`]).
+    pub fn config(&self) -> Option<&CodecConfig> {
+        match &self.backend {
+            Backend::Native(n) => Some(&n.config),
+            Backend::Mimi(_) => None,
+        }
+    }
+
+    pub fn mimi_config(&self) -> Option<&MimiConfig> {
+        match &self.backend {
+            Backend::Native(_) => None,
+            Backend::Mimi(m) => Some(m.config()),
+        }
+    }
+
+    /// The config as JSON (a native `config.json`, or Mimi's fixed architecture).
+    pub fn config_json(&self) -> String {
+        match &self.backend {
+            Backend::Native(n) => serde_json::to_string(&n.config),
+            Backend::Mimi(m) => serde_json::to_string(m.config()),
+        }
+        .unwrap_or_default()
     }
 
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    pub fn sample_rate(&self) -> usize {
+        match &self.backend {
+            Backend::Native(n) => n.config.sample_rate,
+            Backend::Mimi(m) => m.config().sample_rate,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        match &self.backend {
+            Backend::Native(n) => n.config.channels,
+            Backend::Mimi(m) => m.config().channels,
+        }
+    }
+
+    /// Codebooks produced by `encode`; `decode` accepts up to this many.
+    pub fn num_codebooks(&self) -> usize {
+        match &self.backend {
+            Backend::Native(n) => n.config.num_codebooks,
+            Backend::Mimi(m) => m.config().num_codebooks,
+        }
+    }
+
+    pub fn codebook_size(&self) -> usize {
+        match &self.backend {
+            Backend::Native(n) => n.config.codebook_size,
+            Backend::Mimi(m) => m.config().codebook_size,
+        }
+    }
+
+    /// Samples per code frame.
     pub fn hop_length(&self) -> usize {
-        self.config.hop_length()
+        match &self.backend {
+            Backend::Native(n) => n.config.hop_length(),
+            Backend::Mimi(m) => m.config().hop_length(),
+        }
+    }
+
+    /// Code frames per second.
+    pub fn frame_rate(&self) -> f64 {
+        self.sample_rate() as f64 / self.hop_length() as f64
+    }
+
+    /// Whole frames of audio `[B, C, n·hop]` → codes `[B, Q, n]`.
+    fn encode_frames(&self, wave: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+        match &self.backend {
+            Backend::Native(n) => n.quantizer.encode(&n.encoder.forward(wave, cursor)?),
+            Backend::Mimi(m) => m.encode_frames(wave, cursor),
+        }
+    }
+
+    /// Checked codes `[B, q, n]` → audio `[B, C, n·hop]`.
+    fn decode_frames(&self, codes: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+        match &self.backend {
+            Backend::Native(n) => n.decoder.forward(&n.quantizer.decode(codes)?, cursor),
+            Backend::Mimi(m) => m.decode_frames(codes, cursor),
+        }
     }
 
     /// Waveform `[B, channels, T]` (f32) → codes `[B, Q, ceil(T / hop)]` (i64).
@@ -69,8 +260,7 @@ impl Codec {
         }
         let padded = pad_to_multiple(wave, self.hop_length())?;
         let mut state = StreamState::new(wave.dim(0)?);
-        let latent = self.encoder.forward(&padded, &mut state.cursor())?;
-        self.quantizer.encode(&latent)
+        self.encode_frames(&padded, &mut state.cursor())
     }
 
     /// Codes `[B, q, F]` with q ≤ Q (any integer dtype) → waveform `[B, channels, F * hop]`.
@@ -83,8 +273,7 @@ impl Codec {
     pub fn decode_step(&self, state: &mut StreamState, codes: &Tensor) -> Result<Tensor> {
         self.check_codes(codes)?;
         state.check_batch(codes.dim(0)?, "codes")?;
-        let latent = self.quantizer.decode(codes)?;
-        self.decoder.forward(&latent, &mut state.cursor())
+        self.decode_frames(codes, &mut state.cursor())
     }
 
     /// Encode the next samples of a stream: returns the codes of every frame completed so far
@@ -103,12 +292,11 @@ impl Codec {
             state.pending = Some(joined.narrow(2, whole, total - whole)?.contiguous()?);
         }
         if whole == 0 {
-            let q = self.config.num_codebooks;
+            let q = self.num_codebooks();
             return Ok(Tensor::zeros((b, q, 0), DType::I64, &self.device)?);
         }
         let ready = joined.narrow(2, 0, whole)?;
-        let latent = self.encoder.forward(&ready, &mut state.cursor())?;
-        self.quantizer.encode(&latent)
+        self.encode_frames(&ready, &mut state.cursor())
     }
 
     fn check_wave(&self, wave: &Tensor) -> Result<(usize, usize, usize)> {
@@ -118,10 +306,10 @@ impl Codec {
                 wave.dims()
             ))
         })?;
-        if c != self.config.channels {
+        if c != self.channels() {
             return Err(Error::input(format!(
                 "wave has {c} channel(s), the codec expects {}",
-                self.config.channels
+                self.channels()
             )));
         }
         if b == 0 {
@@ -143,7 +331,7 @@ impl Codec {
                 codes.dims()
             ))
         })?;
-        let max_q = self.config.num_codebooks;
+        let max_q = self.num_codebooks();
         if b == 0 || q == 0 || f == 0 {
             return Err(Error::input(format!(
                 "codes must not be empty, got shape [{b}, {q}, {f}]"
@@ -157,7 +345,7 @@ impl Codec {
         let values = codes.to_dtype(DType::I64)?.flatten_all()?;
         let lo = values.min(0)?.to_scalar::<i64>()?;
         let hi = values.max(0)?.to_scalar::<i64>()?;
-        let size = self.config.codebook_size as i64;
+        let size = self.codebook_size() as i64;
         if lo < 0 || hi >= size {
             let bad = if lo < 0 { lo } else { hi };
             return Err(Error::input(format!(

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Device;
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
-use speechinfer_codec::{Codec as Engine, StreamState};
+use speechinfer_codec::{Codec as Engine, CodecFormat, LoadOptions, StreamState};
 use speechinfer_core::{Error, Result};
 
 use crate::arrays::{float32_array, int_array, tensor_to_host, to_numpy, HostArray};
@@ -14,7 +14,8 @@ use crate::errors::{input_error, without_gil};
 
 const MAX_BATCH: usize = 4096;
 
-/// A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`).
+/// A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`) or
+/// from a Kyutai Mimi checkpoint file.
 ///
 /// Encodes waveforms into residual-VQ codes ``[B, Q, F]`` and decodes codes back to audio,
 /// in one call or frame by frame. Safe to share between threads.
@@ -25,13 +26,13 @@ pub struct Codec {
 
 impl Codec {
     fn mono(&self) -> bool {
-        self.engine.config().channels == 1
+        self.engine.channels() == 1
     }
 
     /// numpy wave → `[B, C, T]` host array, by the shapes the public API accepts.
     fn wave_input(&self, py: Python<'_>, wave: &Bound<'_, PyAny>) -> PyResult<HostArray<f32>> {
         let mut array = float32_array(py, wave, "wave")?;
-        let channels = self.engine.config().channels;
+        let channels = self.engine.channels();
         array.shape = match (self.mono(), array.shape.as_slice()) {
             (true, [t]) => vec![1, 1, *t],
             (true, [b, t]) => vec![*b, 1, *t],
@@ -108,26 +109,50 @@ fn check_batch_size(batch_size: usize) -> Result<()> {
 
 #[pymethods]
 impl Codec {
-    /// Load a codec from a model directory holding ``config.json`` and ``model.safetensors``.
+    /// Load a codec from a model directory holding ``config.json`` and ``model.safetensors``,
+    /// or from a Kyutai Mimi ``.safetensors`` file (the ``tokenizer-….safetensors`` of ``moshi``
+    /// and ``rustymimi``), detected from its tensor names. ``num_codebooks`` (Mimi only, default
+    /// 8, at most the 32 the file holds) sets how many codebooks ``encode`` produces.
+    /// ``format`` (``"speechinfer"`` or ``"mimi"``) skips the detection.
     #[staticmethod]
-    #[pyo3(text_signature = "(path: str | os.PathLike[str]) -> Codec")]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let engine = without_gil(py, move || Engine::load(&path))?;
+    #[pyo3(
+        signature = (path, num_codebooks=None, format=None),
+        text_signature = "(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None) -> Codec"
+    )]
+    fn load(
+        py: Python<'_>,
+        path: PathBuf,
+        num_codebooks: Option<usize>,
+        format: Option<String>,
+    ) -> PyResult<Self> {
+        let engine = without_gil(py, move || {
+            let options = LoadOptions {
+                format: format.as_deref().map(CodecFormat::parse).transpose()?,
+                num_codebooks,
+            };
+            Engine::load_with(&path, &options)
+        })?;
         Ok(Self {
             engine: Arc::new(engine),
         })
     }
 
+    /// str: Checkpoint format: ``"speechinfer"`` (model directory) or ``"mimi"``.
+    #[getter]
+    fn format(&self) -> &'static str {
+        self.engine.format().name()
+    }
+
     /// int: Audio sample rate in Hz.
     #[getter]
     fn sample_rate(&self) -> usize {
-        self.engine.config().sample_rate
+        self.engine.sample_rate()
     }
 
     /// float: Code frames per second (``sample_rate / hop_length``).
     #[getter]
     fn frame_rate(&self) -> f64 {
-        self.engine.config().frame_rate()
+        self.engine.frame_rate()
     }
 
     /// int: Samples per code frame.
@@ -139,25 +164,25 @@ impl Codec {
     /// int: Audio channels (1 = mono).
     #[getter]
     fn channels(&self) -> usize {
-        self.engine.config().channels
+        self.engine.channels()
     }
 
     /// int: Number of residual-VQ codebooks Q.
     #[getter]
     fn num_codebooks(&self) -> usize {
-        self.engine.config().num_codebooks
+        self.engine.num_codebooks()
     }
 
     /// int: Entries per codebook; valid codes are ``0 .. codebook_size - 1``.
     #[getter]
     fn codebook_size(&self) -> usize {
-        self.engine.config().codebook_size
+        self.engine.codebook_size()
     }
 
-    /// str: The model's ``config.json`` as a JSON string.
+    /// str: The model's ``config.json`` as a JSON string (for Mimi, its fixed architecture).
     #[getter]
     fn config_json(&self) -> String {
-        serde_json::to_string(self.engine.config()).unwrap_or_default()
+        self.engine.config_json()
     }
 
     /// Encode float32 audio (``[T]`` or ``[B, T]``; ``[B, C, T]`` for multi-channel codecs)
@@ -214,13 +239,14 @@ impl Codec {
     }
 
     fn __repr__(&self) -> String {
-        let c = self.engine.config();
+        let e = &self.engine;
         format!(
-            "Codec(sample_rate={}, frame_rate={}, num_codebooks={}, codebook_size={})",
-            c.sample_rate,
-            c.frame_rate(),
-            c.num_codebooks,
-            c.codebook_size
+            "Codec(format='{}', sample_rate={}, frame_rate={}, num_codebooks={}, codebook_size={})",
+            e.format().name(),
+            e.sample_rate(),
+            e.frame_rate(),
+            e.num_codebooks(),
+            e.codebook_size()
         )
     }
 }
