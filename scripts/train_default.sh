@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train the default TTS pipeline end to end and embed it in the Python package:
+# corpus (flite + festival voices, fortunes text) -> codec -> token shards (Rust engine) ->
+# text LM -> TTS LM initialised from it (TWIST) -> DPO with the pocketsphinx judge -> eval ->
+# python/speechinfer/models/default. Every stage resumes where it stopped; rerun to continue.
+# The budgets are environment variables: the defaults fit a few CPU hours; a GPU run raises them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-$HOME/.cache/speechinfer/runs}
+CORPUS=${CORPUS:-$HOME/.cache/speechinfer/corpus}
+SENTENCES=${SENTENCES:-800}
+VOICES=${VOICES:-rms,slt,awb,festival_slt}
+CODEC_STEPS=${CODEC_STEPS:-3000}
+TEXT_LM_STEPS=${TEXT_LM_STEPS:-300}
+TTS_STEPS=${TTS_STEPS:-1500}
+DPO_STEPS=${DPO_STEPS:-32}
+Q=${Q:-4}
+THREADS=${THREADS:-2}
+LM_SIZES=(--d-model 256 --n-layers 4 --n-heads 8 --n-kv-heads 4 --ffn-dim 704)
+PKG=speechinfer_training
+mkdir -p "$RUNS"
+
+python -m $PKG.corpus --out "$CORPUS" --voices "$VOICES" --max-sentences "$SENTENCES" \
+  --sample-rate 16000 --jobs "$THREADS"
+python - "$CORPUS" <<'PY'
+import json, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+(root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["split"] == "train"))
+PY
+python -m $PKG.train_codec --data "$CORPUS/train.jsonl" --out "$RUNS/codec" --steps "$CODEC_STEPS" \
+  --checkpoint-every 100 --batch-size 8 --segment-seconds 0.5 --threads "$THREADS" \
+  --export-dtype float16 --quantizer-dropout 0.3 --resume
+python -m $PKG.tts_data --manifest "$CORPUS/manifest.jsonl" --codec "$RUNS/codec/model" \
+  --out "$RUNS/shards" --num-codebooks "$Q"
+python -m $PKG.train_text_lm --out "$RUNS/text_lm" --steps "$TEXT_LM_STEPS" \
+  --manifest "$CORPUS/manifest.jsonl" --fortunes 20000 "${LM_SIZES[@]}" --threads "$THREADS"
+python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$TTS_STEPS" \
+  --init-from "$RUNS/text_lm/model" "${LM_SIZES[@]}" --threads "$THREADS" --resume
+python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
+  --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
+python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/aligned" \
+  --max-utterances 8 --out "$RUNS/eval.json"
+rm -rf python/speechinfer/models/default
+cp -r "$RUNS/aligned" python/speechinfer/models/default
+rm -f python/speechinfer/models/default/dpo_report.json
+du -sh python/speechinfer/models/default
