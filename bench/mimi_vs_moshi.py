@@ -1,9 +1,10 @@
-"""Side-by-side: the engine serving a Mimi checkpoint vs Kyutai's PyTorch `moshi` package on the
-same random weights, same run.
+"""Side-by-side: the engine serving a Mimi checkpoint vs Kyutai's PyTorch `moshi` package (and,
+when installed, Kyutai's Rust `rustymimi` wheel) on the same random weights, same run.
 
 Prints wall time and real-time factor (compute time / audio time, lower is faster) of encode,
-decode and the streaming decode step (one 80 ms frame), and moshi/engine as a ratio. Needs
-`moshi` (see scripts/test.sh); writes a ~385 MB checkpoint to a temporary directory. Run:
+decode and the streaming decode step (one 80 ms frame), and moshi/engine (rustymimi/engine) as a
+ratio. Needs `moshi` (see scripts/test.sh); writes a ~385 MB checkpoint to a temporary
+directory. Run:
 
     python bench/mimi_vs_moshi.py [--seconds 10] [--threads 2] [--codebooks 8]
 """
@@ -59,12 +60,19 @@ def main() -> None:
         ): v.contiguous()
         for k, v in model.state_dict().items()
     }
+    try:
+        import rustymimi
+    except ImportError:
+        rustymimi = None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tokenizer.safetensors"
         save_file(state, str(path))
         start = time.perf_counter()
         codec = si.Codec.load(path, num_codebooks=args.codebooks)
         load_s = time.perf_counter() - start
+        rusty = None
+        if rustymimi is not None:
+            rusty = rustymimi.Tokenizer(str(path), num_codebooks=args.codebooks)
 
     samples = int(args.seconds * codec.sample_rate)
     t = np.arange(samples) / codec.sample_rate
@@ -72,6 +80,7 @@ def main() -> None:
     wave = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * noise).astype(np.float32)[None]
     codes = codec.encode(wave)
     wave_t, codes_t = torch.from_numpy(wave)[:, None], torch.from_numpy(codes)
+    wave_3d, codes_u32 = np.ascontiguousarray(wave[:, None]), codes.astype(np.uint32)
     frame_s = 1.0 / codec.frame_rate
     n = min(args.stream_frames, codes.shape[-1])
 
@@ -85,26 +94,49 @@ def main() -> None:
             for f in range(n):
                 model.decode(codes_t[:, :, f : f + 1])
 
+    rusty_frames = [np.ascontiguousarray(codes_u32[:, :, f : f + 1]) for f in range(n)]
+
+    def stream_rusty() -> None:
+        rusty.reset()
+        for frame in rusty_frames:
+            rusty.decode_step(frame)
+
     rows = []
     with torch.inference_mode():
-        for name, engine_fn, moshi_fn, audio_s in [
-            ("encode", lambda: codec.encode(wave), lambda: model.encode(wave_t), args.seconds),
-            ("decode", lambda: codec.decode(codes), lambda: model.decode(codes_t), args.seconds),
-            ("stream decode step", stream_engine, stream_moshi, n * frame_s),
+        for name, engine_fn, moshi_fn, rusty_fn, audio_s in [
+            (
+                "encode",
+                lambda: codec.encode(wave),
+                lambda: model.encode(wave_t),
+                lambda: rusty.encode(wave_3d),
+                args.seconds,
+            ),
+            (
+                "decode",
+                lambda: codec.decode(codes),
+                lambda: model.decode(codes_t),
+                lambda: rusty.decode(codes_u32),
+                args.seconds,
+            ),
+            ("stream decode step", stream_engine, stream_moshi, stream_rusty, n * frame_s),
         ]:
             e, m = timed(engine_fn, args.repeat), timed(moshi_fn, args.repeat)
+            r = timed(rusty_fn, args.repeat) if rusty is not None else float("nan")
             if name.startswith("stream"):
-                e, m = e / n, m / n
+                e, m, r = e / n, m / n, r / n
                 audio_s = frame_s
-            rows.append((name, e, m, e / audio_s, m / audio_s))
+            rows.append((name, e, m, r, e / audio_s, m / audio_s))
 
     print(f"Mimi, {args.codebooks} codebooks, {args.seconds:g} s of audio, {args.threads} threads,")
     print(f"median of {args.repeat}; engine load {load_s:.2f} s")
-    header = ("op", "engine s", "moshi s", "engine RTF", "moshi RTF", "ratio")
-    print("{:<20}{:>10}{:>10}{:>12}{:>11}{:>8}".format(*header))
-    for name, e, m, er, mr in rows:
-        print(f"{name:<20}{e:>10.4f}{m:>10.4f}{er:>12.4f}{mr:>11.4f}{m / e:>7.2f}x")
-    print("(ratio = moshi time / engine time; > 1 means the engine is faster)")
+    if rusty is None:
+        print("(rustymimi not installed: its columns are nan)")
+    header = ("op", "engine s", "moshi s", "rusty s", "engine RTF", "moshi RTF", "m/e", "r/e")
+    print("{:<20}{:>10}{:>10}{:>10}{:>12}{:>11}{:>8}{:>8}".format(*header))
+    for name, e, m, r, er, mr in rows:
+        times = f"{e:>10.4f}{m:>10.4f}{r:>10.4f}{er:>12.4f}{mr:>11.4f}"
+        print(f"{name:<20}{times}{m / e:>7.2f}x{r / e:>7.2f}x")
+    print("(m/e = moshi time / engine time, r/e = rustymimi / engine; > 1: the engine is faster)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ $PY -m pip install -q maturin "pytest>=8" pytest-benchmark ruff numpy safetensor
 # two it imports.
 $PY -m pip install -q einops sentencepiece
 $PY -m pip install -q --no-deps "moshi==0.2.13"
+# Kyutai's Rust Mimi (tests/test_mimi.py cross-check): a prebuilt wheel, not on every platform.
+$PY -m pip install -q rustymimi || echo "warning: rustymimi not installed; its test will skip"
 $PY -m pip install -q -e ./training
 $PY -m pip install -q --no-build-isolation .
 $PY -c "import speechinfer" # fail loudly if the build above did not install

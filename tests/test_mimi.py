@@ -314,7 +314,19 @@ def test_not_a_mimi_file(tmp_path) -> None:
     with pytest.raises(si.CheckpointError, match="not a Kyutai Mimi checkpoint"):
         si.Codec.load(path)
     with pytest.raises(si.InputError, match="unknown codec format"):
-        si.Codec.load(path, format="encodec")
+        si.Codec.load(path, format="wavtokenizer")
+
+
+def test_codes_match_rustymimi(mimi_file: Path, codec: si.Codec, wave) -> None:
+    """Kyutai's own Rust Mimi (the `rustymimi` wheel) reads the same file: same codes, same audio.
+    Whole frames only: rustymimi does not pad a partial last frame as moshi does."""
+    rustymimi = pytest.importorskip("rustymimi", reason="rustymimi is not installed (pip wheel)")
+    tokenizer = rustymimi.Tokenizer(str(mimi_file), num_codebooks=8)
+    audio = np.ascontiguousarray(wave[:, None, : (wave.shape[1] // HOP) * HOP])
+    want = tokenizer.encode(audio).astype(np.int64)
+    assert want.shape == (2, 8, wave.shape[1] // HOP)
+    np.testing.assert_array_equal(codec.encode(audio[:, 0]), want)
+    assert rel_err(codec.decode(want), tokenizer.decode(want.astype(np.uint32))[:, 0]) < 1e-4
 
 
 def test_num_codebooks_is_mimi_only(export_codec) -> None:

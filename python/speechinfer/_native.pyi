@@ -10,8 +10,8 @@ NO_INPUT: int
 SAMPLE: int
 
 class Codec:
-    """A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`) or
-    from a Kyutai Mimi checkpoint file.
+    """A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`: a
+    speechinfer codec or a Hugging Face EnCodec) or from a Kyutai Mimi checkpoint file.
 
     Encodes waveforms into residual-VQ codes ``[B, Q, F]`` and decodes codes back to audio,
     in one call or frame by frame. Safe to share between threads.
@@ -35,7 +35,7 @@ class Codec:
         """
     @property
     def format(self) -> str:
-        """str: Checkpoint format: ``"speechinfer"`` (model directory) or ``"mimi"``."""
+        """str: Checkpoint format: ``"speechinfer"`` (model directory), ``"mimi"`` or ``"encodec"``."""
     @property
     def frame_rate(self) -> float:
         """float: Code frames per second (``sample_rate / hop_length``)."""
@@ -44,11 +44,14 @@ class Codec:
         """int: Samples per code frame."""
     @staticmethod
     def load(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None) -> Codec:
-        """Load a codec from a model directory holding ``config.json`` and ``model.safetensors``,
-        or from a Kyutai Mimi ``.safetensors`` file (the ``tokenizer-….safetensors`` of ``moshi``
-        and ``rustymimi``), detected from its tensor names. ``num_codebooks`` (Mimi only, default
-        8, at most the 32 the file holds) sets how many codebooks ``encode`` produces.
-        ``format`` (``"speechinfer"`` or ``"mimi"``) skips the detection.
+        """Load a codec from a model directory holding ``config.json`` and ``model.safetensors`` (a
+        speechinfer codec, or a Hugging Face ``EncodecModel`` saved with ``save_pretrained`` when
+        the config's ``model_type`` is ``"encodec"``), or from a Kyutai Mimi ``.safetensors`` file
+        (the ``tokenizer-….safetensors`` of ``moshi`` and ``rustymimi``), detected from its tensor
+        names. ``num_codebooks`` sets how many codebooks ``encode`` produces: Mimi 1 … 32 (default
+        8); EnCodec one of the counts its ``target_bandwidths`` give (2/4/8/16/32 for 1.5 … 24
+        kbps; default the largest). ``format`` (``"speechinfer"``, ``"mimi"`` or ``"encodec"``)
+        skips the detection.
         """
     @property
     def num_codebooks(self) -> int:

@@ -1,4 +1,5 @@
-//! The codec model: load from a model directory (or a Kyutai Mimi checkpoint), encode, decode,
+//! The codec model: load from a model directory (or a Kyutai Mimi checkpoint, or a Hugging Face
+//! EnCodec directory), encode, decode,
 //! and their streaming forms.
 
 use std::path::Path;
@@ -9,6 +10,7 @@ use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
 use crate::config::CodecConfig;
+use crate::encodec::{is_encodec_dir, Encodec, EncodecConfig};
 use crate::mimi::{is_mimi_checkpoint, mimi_codebooks_in, Mimi, MimiConfig};
 use crate::rvq::ResidualVq;
 use crate::seanet::{Decoder, Encoder};
@@ -21,6 +23,8 @@ pub enum CodecFormat {
     Native,
     /// A Kyutai Mimi `.safetensors` file (the `moshi` / `rustymimi` layout).
     Mimi,
+    /// A Hugging Face `EncodecModel` directory (`config.json` with `model_type: "encodec"`).
+    Encodec,
 }
 
 impl CodecFormat {
@@ -28,6 +32,7 @@ impl CodecFormat {
         match self {
             CodecFormat::Native => "speechinfer",
             CodecFormat::Mimi => "mimi",
+            CodecFormat::Encodec => "encodec",
         }
     }
 
@@ -35,8 +40,9 @@ impl CodecFormat {
         match name {
             "speechinfer" | "native" => Ok(CodecFormat::Native),
             "mimi" => Ok(CodecFormat::Mimi),
+            "encodec" => Ok(CodecFormat::Encodec),
             other => Err(Error::input(format!(
-                "unknown codec format '{other}': expected 'speechinfer' or 'mimi'"
+                "unknown codec format '{other}': expected 'speechinfer', 'mimi' or 'encodec'"
             ))),
         }
     }
@@ -45,9 +51,11 @@ impl CodecFormat {
 /// Options of [`Codec::load_with`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// `None`: a directory is a speechinfer model, a file is detected from its tensor names.
+    /// `None`: a directory is an EnCodec model when its `config.json` says `model_type:
+    /// "encodec"`, else a speechinfer model; a file is detected from its tensor names.
     pub format: Option<CodecFormat>,
-    /// Mimi: codebooks to use (default 8, at most what the file holds). Not for model directories.
+    /// Mimi: codebooks to use (default 8, at most what the file holds). EnCodec: one of the
+    /// counts its `target_bandwidths` give (default the largest). Not for speechinfer models.
     pub num_codebooks: Option<usize>,
 }
 
@@ -61,6 +69,7 @@ struct Native {
 enum Backend {
     Native(Box<Native>),
     Mimi(Box<Mimi>),
+    Encodec(Box<Encodec>),
 }
 
 pub struct Codec {
@@ -90,14 +99,16 @@ impl Codec {
                 }
                 CodecFormat::Mimi
             }
+            None if is_encodec_dir(path) => CodecFormat::Encodec,
             None => CodecFormat::Native,
         };
         match format {
             CodecFormat::Native => {
                 if let Some(q) = options.num_codebooks {
                     return Err(Error::input(format!(
-                        "num_codebooks={q} applies to Mimi checkpoints only; a speechinfer model \
-                         directory always uses the codebooks its config.json names"
+                        "num_codebooks={q} applies to Mimi checkpoints only (and to Hugging Face \
+                         EnCodec models); a speechinfer model directory always uses the \
+                         codebooks its config.json names"
                     )));
                 }
                 let config: CodecConfig = read_config(path, CodecConfig::REQUIRED_KEYS)?;
@@ -119,6 +130,13 @@ impl Codec {
                 let mimi = Mimi::load(path, q, &device)?;
                 Ok(Self {
                     backend: Backend::Mimi(Box::new(mimi)),
+                    device,
+                })
+            }
+            CodecFormat::Encodec => {
+                let encodec = Encodec::load(path, options.num_codebooks, &device)?;
+                Ok(Self {
+                    backend: Backend::Encodec(Box::new(encodec)),
                     device,
                 })
             }
@@ -163,6 +181,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(_) => CodecFormat::Native,
             Backend::Mimi(_) => CodecFormat::Mimi,
+            Backend::Encodec(_) => CodecFormat::Encodec,
         }
     }
 
@@ -170,13 +189,20 @@ impl Codec {
     pub fn config(&self) -> Option<&CodecConfig> {
         match &self.backend {
             Backend::Native(n) => Some(&n.config),
-            Backend::Mimi(_) => None,
+            Backend::Mimi(_) | Backend::Encodec(_) => None,
+        }
+    }
+
+    pub fn encodec_config(&self) -> Option<&EncodecConfig> {
+        match &self.backend {
+            Backend::Encodec(e) => Some(e.config()),
+            _ => None,
         }
     }
 
     pub fn mimi_config(&self) -> Option<&MimiConfig> {
         match &self.backend {
-            Backend::Native(_) => None,
+            Backend::Native(_) | Backend::Encodec(_) => None,
             Backend::Mimi(m) => Some(m.config()),
         }
     }
@@ -186,6 +212,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => serde_json::to_string(&n.config),
             Backend::Mimi(m) => serde_json::to_string(m.config()),
+            Backend::Encodec(e) => serde_json::to_string(e.config()),
         }
         .unwrap_or_default()
     }
@@ -198,6 +225,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.config.sample_rate,
             Backend::Mimi(m) => m.config().sample_rate,
+            Backend::Encodec(e) => e.config().sample_rate,
         }
     }
 
@@ -205,6 +233,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.config.channels,
             Backend::Mimi(m) => m.config().channels,
+            Backend::Encodec(e) => e.config().channels,
         }
     }
 
@@ -213,6 +242,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.config.num_codebooks,
             Backend::Mimi(m) => m.config().num_codebooks,
+            Backend::Encodec(e) => e.config().num_codebooks,
         }
     }
 
@@ -220,6 +250,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.config.codebook_size,
             Backend::Mimi(m) => m.config().codebook_size,
+            Backend::Encodec(e) => e.config().codebook_size,
         }
     }
 
@@ -228,6 +259,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.config.hop_length(),
             Backend::Mimi(m) => m.config().hop_length(),
+            Backend::Encodec(e) => e.config().hop_length(),
         }
     }
 
@@ -241,6 +273,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.quantizer.encode(&n.encoder.forward(wave, cursor)?),
             Backend::Mimi(m) => m.encode_frames(wave, cursor),
+            Backend::Encodec(e) => e.encode_frames(wave, cursor),
         }
     }
 
@@ -249,6 +282,7 @@ impl Codec {
         match &self.backend {
             Backend::Native(n) => n.decoder.forward(&n.quantizer.decode(codes)?, cursor),
             Backend::Mimi(m) => m.decode_frames(codes, cursor),
+            Backend::Encodec(e) => e.decode_frames(codes, cursor),
         }
     }
 
@@ -257,6 +291,10 @@ impl Codec {
         let (_, _, t) = self.check_wave(wave)?;
         if t == 0 {
             return Err(Error::input("cannot encode an empty waveform (0 samples)"));
+        }
+        if let Backend::Encodec(e) = &self.backend {
+            // HF pads a length off the frame grid by reflection inside each strided conv.
+            return e.encode(wave);
         }
         let padded = pad_to_multiple(wave, self.hop_length())?;
         let mut state = StreamState::new(wave.dim(0)?);

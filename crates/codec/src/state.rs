@@ -87,6 +87,16 @@ impl Cursor<'_> {
         self.pos += 1;
         &mut self.slots[self.pos - 1]
     }
+
+    /// The next two slots at once (a layer whose state is two tensors).
+    pub(crate) fn next_pair(&mut self) -> (&mut Option<Tensor>, &mut Option<Tensor>) {
+        while self.slots.len() < self.pos + 2 {
+            self.slots.push(None);
+        }
+        self.pos += 2;
+        let (first, second) = self.slots[self.pos - 2..self.pos].split_at_mut(1);
+        (&mut first[0], &mut second[0])
+    }
 }
 
 pub(crate) fn zeros_like_context(x: &Tensor, len: usize) -> Result<Tensor> {

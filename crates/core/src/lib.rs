@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod weights;
 
 pub use error::{Error, Result};

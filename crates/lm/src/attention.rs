@@ -44,53 +44,51 @@ impl Rope {
     }
 }
 
-/// Keys and values of one layer of one sequence slot, `[1, Hkv, capacity, hd]` each.
+/// Keys and values of one layer for every sequence slot, `[slots, Hkv, capacity, hd]` each.
 pub struct LayerCache {
     k: Tensor,
     v: Tensor,
 }
 
-/// The cache of one sequence: one [`LayerCache`] per layer and the positions already stored.
-pub struct SlotCache {
-    layers: Vec<LayerCache>,
-    len: usize,
-}
-
-/// The KV cache of a batch: one [`SlotCache`] per sequence, each with its own length, so
-/// sequences of different lengths share batched projections while attending only to their own
-/// positions.
+/// The KV cache of a batch: one preallocated buffer per layer with a slot per sequence, each
+/// slot with its own length, so sequences of different lengths share batched projections while
+/// attending only to their own positions.
 pub struct KvCache {
-    slots: Vec<SlotCache>,
+    layers: Vec<LayerCache>,
+    lens: Vec<usize>,
     capacity: usize,
 }
 
 impl KvCache {
     pub fn new(sizes: &Sizes, batch_size: usize, device: &Device) -> Result<Self> {
-        let shape = (1, sizes.n_kv_heads, sizes.max_positions, sizes.head_dim());
-        let slot = || -> Result<SlotCache> {
-            let layers = (0..sizes.n_layers)
-                .map(|_| {
-                    Ok(LayerCache {
-                        k: Tensor::zeros(shape, DType::F32, device)?,
-                        v: Tensor::zeros(shape, DType::F32, device)?,
-                    })
+        let shape = (
+            batch_size,
+            sizes.n_kv_heads,
+            sizes.max_positions,
+            sizes.head_dim(),
+        );
+        let layers = (0..sizes.n_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    k: Tensor::zeros(shape, DType::F32, device)?,
+                    v: Tensor::zeros(shape, DType::F32, device)?,
                 })
-                .collect::<Result<_>>()?;
-            Ok(SlotCache { layers, len: 0 })
-        };
+            })
+            .collect::<Result<_>>()?;
         Ok(Self {
-            slots: (0..batch_size).map(|_| slot()).collect::<Result<_>>()?,
+            layers,
+            lens: vec![0; batch_size],
             capacity: sizes.max_positions,
         })
     }
 
     pub fn batch_size(&self) -> usize {
-        self.slots.len()
+        self.lens.len()
     }
 
     /// Positions stored for `slot` (= the position of its next step).
     pub fn len(&self, slot: usize) -> usize {
-        self.slots[slot].len
+        self.lens[slot]
     }
 
     pub fn capacity(&self) -> usize {
@@ -99,15 +97,13 @@ impl KvCache {
 
     /// Forget every slot (the buffers are kept).
     pub fn reset(&mut self) {
-        for slot in &mut self.slots {
-            slot.len = 0;
-        }
+        self.lens.iter_mut().for_each(|len| *len = 0);
     }
 
     /// Fails unless `steps` more positions fit in every slot of `rows`.
     pub fn check_room(&self, rows: &[usize], steps: usize) -> Result<()> {
         for &slot in rows {
-            let len = self.slots[slot].len;
+            let len = self.lens[slot];
             if len + steps > self.capacity {
                 return Err(Error::input(format!(
                     "the sequence needs {} positions but max_context is {} (already used {len})",
@@ -119,14 +115,32 @@ impl KvCache {
         Ok(())
     }
 
-    pub(crate) fn layer(&self, slot: usize, layer: usize) -> &LayerCache {
-        &self.slots[slot].layers[layer]
+    pub(crate) fn layer(&self, layer: usize) -> &LayerCache {
+        &self.layers[layer]
     }
 
     pub(crate) fn advance(&mut self, rows: &[usize], steps: usize) {
         for &slot in rows {
-            self.slots[slot].len += steps;
+            self.lens[slot] += steps;
         }
+    }
+
+    /// Splits `rows` (input row `a` → slot `rows[a]`) into runs of consecutive input rows whose
+    /// slots are consecutive and hold the same length: each run is one batched attention.
+    fn runs(&self, rows: &[usize]) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for a in 0..rows.len() {
+            match runs.last_mut() {
+                Some((start, len))
+                    if rows[a] == rows[a - 1] + 1
+                        && self.lens[rows[a]] == self.lens[rows[*start]] =>
+                {
+                    *len += 1
+                }
+                _ => runs.push((a, 1)),
+            }
+        }
+        runs
     }
 }
 
@@ -144,8 +158,41 @@ pub struct Attention {
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (b, s, d) = x.dims3()?;
     let out = w.dim(0)?;
-    let y = x.reshape((b * s, d))?.matmul(&w.t()?)?;
-    Ok(y.reshape((b, s, out))?)
+    Ok(linear_rows(&x.reshape((b * s, d))?, w, s == 1)?.reshape((b, s, out))?)
+}
+
+/// `x [rows, in] · wᵀ`. A decoding step (`one_step`: one row per sequence) goes through the
+/// weight-streaming kernel on the CPU, so that a sequence's numbers do not depend on how many
+/// others share the step; longer inputs (prefill) use the GEMM.
+pub(crate) fn linear_rows(x: &Tensor, w: &Tensor, one_step: bool) -> Result<Tensor> {
+    if one_step {
+        if let Some(y) = cpu_xwt(x, w)? {
+            return Ok(y);
+        }
+    }
+    Ok(x.matmul(&w.t()?)?)
+}
+
+/// [`speechinfer_core::kernels::matmul_xwt`] on CPU f32 tensors; `None` elsewhere.
+fn cpu_xwt(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (rows, k) = x.dims2()?;
+    let n = w.dim(0)?;
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let y = {
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws)) = (&*xs, &*ws) else {
+            return Ok(None);
+        };
+        let xv = &xs.as_slice::<f32>()?[xl.start_offset()..][..rows * k];
+        let wv = &ws.as_slice::<f32>()?[wl.start_offset()..][..n * k];
+        speechinfer_core::kernels::matmul_xwt(xv, rows, wv, n, k)
+    };
+    Ok(Some(Tensor::from_vec(y, (rows, n), x.device())?))
 }
 
 /// Where the keys and values of a forward come from.
@@ -196,23 +243,27 @@ impl Attention {
                 self.attend(&q, &k, &v.contiguous()?, mask.as_ref())?
             }
             KvSource::Cache { cache, layer, rows } => {
-                let mut outs = Vec::with_capacity(b);
-                for (a, &slot) in rows.iter().enumerate() {
-                    let offset = cache.len(slot);
-                    let lc = cache.layer(slot, *layer);
-                    let q = rope.apply(&q.narrow(0, a, 1)?, offset)?;
-                    let k = rope.apply(&k.narrow(0, a, 1)?, offset)?;
-                    lc.k.slice_set(&k, 2, offset)?;
-                    lc.v.slice_set(&v.narrow(0, a, 1)?.contiguous()?, 2, offset)?;
+                let lc = cache.layer(*layer);
+                let mut outs = Vec::new();
+                for (start, n) in cache.runs(rows) {
+                    let (slot, offset) = (rows[start], cache.len(rows[start]));
+                    let q = rope.apply(&q.narrow(0, start, n)?, offset)?;
+                    let k = rope.apply(&k.narrow(0, start, n)?, offset)?;
+                    let v = v.narrow(0, start, n)?.contiguous()?;
+                    let (kc, vc) = (lc.k.narrow(0, slot, n)?, lc.v.narrow(0, slot, n)?);
+                    kc.slice_set(&k, 2, offset)?;
+                    vc.slice_set(&v, 2, offset)?;
                     let total = offset + s;
                     let mask = (s > 1)
                         .then(|| causal_mask(s, offset, x.device()))
                         .transpose()?;
-                    let keys = lc.k.narrow(2, 0, total)?;
-                    let values = lc.v.narrow(2, 0, total)?;
+                    let (keys, values) = (kc.narrow(2, 0, total)?, vc.narrow(2, 0, total)?);
                     outs.push(self.attend(&q, &keys, &values, mask.as_ref())?);
                 }
-                Tensor::cat(&outs, 0)?
+                match outs.len() {
+                    1 => outs.remove(0),
+                    _ => Tensor::cat(&outs, 0)?,
+                }
             }
         };
         let out = out.transpose(1, 2)?.reshape((b, s, h * hd))?;

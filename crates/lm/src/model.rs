@@ -235,7 +235,7 @@ impl SpeechLm {
             .iter()
             .map(|w| {
                 let v = w.dim(0)?;
-                Ok(flat.matmul(&w.t()?)?.reshape((b, s, v))?)
+                Ok(crate::attention::linear_rows(&flat, w, s == 1)?.reshape((b, s, v))?)
             })
             .collect()
     }

@@ -14,8 +14,8 @@ use crate::errors::{input_error, without_gil};
 
 const MAX_BATCH: usize = 4096;
 
-/// A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`) or
-/// from a Kyutai Mimi checkpoint file.
+/// A neural audio codec loaded from a model directory (`config.json` + `model.safetensors`: a
+/// speechinfer codec or a Hugging Face EnCodec) or from a Kyutai Mimi checkpoint file.
 ///
 /// Encodes waveforms into residual-VQ codes ``[B, Q, F]`` and decodes codes back to audio,
 /// in one call or frame by frame. Safe to share between threads.
@@ -109,11 +109,14 @@ fn check_batch_size(batch_size: usize) -> Result<()> {
 
 #[pymethods]
 impl Codec {
-    /// Load a codec from a model directory holding ``config.json`` and ``model.safetensors``,
-    /// or from a Kyutai Mimi ``.safetensors`` file (the ``tokenizer-….safetensors`` of ``moshi``
-    /// and ``rustymimi``), detected from its tensor names. ``num_codebooks`` (Mimi only, default
-    /// 8, at most the 32 the file holds) sets how many codebooks ``encode`` produces.
-    /// ``format`` (``"speechinfer"`` or ``"mimi"``) skips the detection.
+    /// Load a codec from a model directory holding ``config.json`` and ``model.safetensors`` (a
+    /// speechinfer codec, or a Hugging Face ``EncodecModel`` saved with ``save_pretrained`` when
+    /// the config's ``model_type`` is ``"encodec"``), or from a Kyutai Mimi ``.safetensors`` file
+    /// (the ``tokenizer-….safetensors`` of ``moshi`` and ``rustymimi``), detected from its tensor
+    /// names. ``num_codebooks`` sets how many codebooks ``encode`` produces: Mimi 1 … 32 (default
+    /// 8); EnCodec one of the counts its ``target_bandwidths`` give (2/4/8/16/32 for 1.5 … 24
+    /// kbps; default the largest). ``format`` (``"speechinfer"``, ``"mimi"`` or ``"encodec"``)
+    /// skips the detection.
     #[staticmethod]
     #[pyo3(
         signature = (path, num_codebooks=None, format=None),
@@ -137,7 +140,7 @@ impl Codec {
         })
     }
 
-    /// str: Checkpoint format: ``"speechinfer"`` (model directory) or ``"mimi"``.
+    /// str: Checkpoint format: ``"speechinfer"`` (model directory), ``"mimi"`` or ``"encodec"``.
     #[getter]
     fn format(&self) -> &'static str {
         self.engine.format().name()
