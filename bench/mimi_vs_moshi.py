@@ -2,9 +2,13 @@
 when installed, Kyutai's Rust `rustymimi` wheel) on the same random weights, same run.
 
 Prints wall time and real-time factor (compute time / audio time, lower is faster) of encode,
-decode and the streaming decode step (one 80 ms frame), and moshi/engine (rustymimi/engine) as a
-ratio. Needs `moshi` (see scripts/test.sh); writes a ~385 MB checkpoint to a temporary
-directory. Run:
+decode and the streaming decode step (one 80 ms frame), each implementation's peak RSS, and
+moshi/engine (rustymimi/engine) as a ratio. Each implementation is measured in its own
+subprocess (`--only engine|moshi|rustymimi`), so its `ru_maxrss` is its own peak resident
+memory: imports, weights and activations, nothing of the others. Linux carries the parent's
+high-water RSS into a child's `ru_maxrss` across fork/exec, so the parent stays small: it never
+imports torch, and the ~385 MB checkpoint is written (once, to a temporary directory, shared by
+all three) by a subprocess too. Needs `moshi` (see scripts/test.sh). Run:
 
     python bench/mimi_vs_moshi.py [--seconds 10] [--threads 2] [--codebooks 8]
 """
@@ -12,12 +16,23 @@ directory. Run:
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import math
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+IMPLS = ("engine", "moshi", "rustymimi")
+OPS = ("encode", "decode", "stream decode step")
+SAMPLE_RATE = 24000
+FRAME_RATE = 12.5
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
@@ -31,25 +46,106 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--codebooks", type=int, default=8)
-    parser.add_argument("--stream-frames", type=int, default=25)
-    args = parser.parse_args()
-    os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
+
+def make_wave(seconds: float):
+    import numpy as np
+
+    samples = int(seconds * SAMPLE_RATE)
+    t = np.arange(samples) / SAMPLE_RATE
+    noise = np.random.default_rng(0).standard_normal(samples)
+    return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * noise).astype(np.float32)[None]
+
+
+def run_engine(args: argparse.Namespace) -> dict:
     import numpy as np
     import speechinfer as si
+
+    start = time.perf_counter()
+    codec = si.Codec.load(args.weights, num_codebooks=args.codebooks)
+    load_s = time.perf_counter() - start
+    assert codec.sample_rate == SAMPLE_RATE and codec.frame_rate == FRAME_RATE
+    wave = make_wave(args.seconds)
+    codes = codec.encode(wave)
+    np.save(args.codes, codes)  # the other implementations decode the engine's codes
+    n = min(args.stream_frames, codes.shape[-1])
+
+    def stream() -> None:
+        dec = codec.stream_decoder()
+        for f in range(n):
+            dec.step(codes[:, :, f : f + 1])
+
+    return {
+        "load_s": load_s,
+        "encode": timed(lambda: codec.encode(wave), args.repeat),
+        "decode": timed(lambda: codec.decode(codes), args.repeat),
+        "stream decode step": timed(stream, args.repeat) / n,
+    }
+
+
+def run_moshi(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from moshi.models.loaders import get_mimi
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = get_mimi(args.weights, device="cpu", num_codebooks=args.codebooks)
+    load_s = time.perf_counter() - start
+    wave_t = torch.from_numpy(make_wave(args.seconds))[:, None]
+    codes_t = torch.from_numpy(np.load(args.codes))
+    n = min(args.stream_frames, codes_t.shape[-1])
+
+    def stream() -> None:
+        with model.streaming(1):
+            for f in range(n):
+                model.decode(codes_t[:, :, f : f + 1])
+
+    with torch.inference_mode():
+        return {
+            "load_s": load_s,
+            "encode": timed(lambda: model.encode(wave_t), args.repeat),
+            "decode": timed(lambda: model.decode(codes_t), args.repeat),
+            "stream decode step": timed(stream, args.repeat) / n,
+        }
+
+
+def run_rustymimi(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import rustymimi
+
+    start = time.perf_counter()
+    rusty = rustymimi.Tokenizer(str(args.weights), num_codebooks=args.codebooks)
+    load_s = time.perf_counter() - start
+    wave_3d = np.ascontiguousarray(make_wave(args.seconds)[:, None])
+    codes_u32 = np.load(args.codes).astype(np.uint32)
+    n = min(args.stream_frames, codes_u32.shape[-1])
+    frames = [np.ascontiguousarray(codes_u32[:, :, f : f + 1]) for f in range(n)]
+
+    def stream() -> None:
+        rusty.reset()
+        for frame in frames:
+            rusty.decode_step(frame)
+
+    return {
+        "load_s": load_s,
+        "encode": timed(lambda: rusty.encode(wave_3d), args.repeat),
+        "decode": timed(lambda: rusty.decode(codes_u32), args.repeat),
+        "stream decode step": timed(stream, args.repeat) / n,
+    }
+
+
+def write_weights(path: Path, codebooks: int) -> None:
+    """moshi's randomly initialised Mimi, saved in the released checkpoint layout."""
     import torch
     from moshi.models.loaders import get_mimi
     from safetensors.torch import save_file
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = get_mimi(None, device="cpu", num_codebooks=args.codebooks)
+    model = get_mimi(None, device="cpu", num_codebooks=codebooks)
     with torch.no_grad():
         for name, buf in model.named_buffers():
             if name.endswith("embedding_sum"):
@@ -60,83 +156,76 @@ def main() -> None:
         ): v.contiguous()
         for k, v in model.state_dict().items()
     }
-    try:
-        import rustymimi
-    except ImportError:
-        rustymimi = None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "tokenizer.safetensors"
-        save_file(state, str(path))
-        start = time.perf_counter()
-        codec = si.Codec.load(path, num_codebooks=args.codebooks)
-        load_s = time.perf_counter() - start
-        rusty = None
-        if rustymimi is not None:
-            rusty = rustymimi.Tokenizer(str(path), num_codebooks=args.codebooks)
+    save_file(state, str(path))
 
-    samples = int(args.seconds * codec.sample_rate)
-    t = np.arange(samples) / codec.sample_rate
-    noise = np.random.default_rng(0).standard_normal(samples)
-    wave = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * noise).astype(np.float32)[None]
-    codes = codec.encode(wave)
-    wave_t, codes_t = torch.from_numpy(wave)[:, None], torch.from_numpy(codes)
-    wave_3d, codes_u32 = np.ascontiguousarray(wave[:, None]), codes.astype(np.uint32)
-    frame_s = 1.0 / codec.frame_rate
-    n = min(args.stream_frames, codes.shape[-1])
 
-    def stream_engine() -> None:
-        dec = codec.stream_decoder()
-        for f in range(n):
-            dec.step(codes[:, :, f : f + 1])
+def child(args: argparse.Namespace) -> None:
+    result = {"engine": run_engine, "moshi": run_moshi, "rustymimi": run_rustymimi}[args.only](args)
+    result["peak_rss_mib"] = peak_rss_mib()
+    Path(args.json).write_text(json.dumps(result))
 
-    def stream_moshi() -> None:
-        with model.streaming(1):
-            for f in range(n):
-                model.decode(codes_t[:, :, f : f + 1])
 
-    rusty_frames = [np.ascontiguousarray(codes_u32[:, :, f : f + 1]) for f in range(n)]
+def measure(impl: str, args: argparse.Namespace, tmp: Path) -> dict | None:
+    out = tmp / f"{impl}.json"
+    cmd = [sys.executable, __file__, "--only", impl, "--json", str(out)]
+    cmd += ["--weights", str(tmp / "tokenizer.safetensors"), "--codes", str(tmp / "codes.npy")]
+    for opt in ("seconds", "threads", "repeat", "codebooks", "stream_frames"):
+        cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        return None
+    return json.loads(out.read_text())
 
-    def stream_rusty() -> None:
-        rusty.reset()
-        for frame in rusty_frames:
-            rusty.decode_step(frame)
 
-    rows = []
-    with torch.inference_mode():
-        for name, engine_fn, moshi_fn, rusty_fn, audio_s in [
-            (
-                "encode",
-                lambda: codec.encode(wave),
-                lambda: model.encode(wave_t),
-                lambda: rusty.encode(wave_3d),
-                args.seconds,
-            ),
-            (
-                "decode",
-                lambda: codec.decode(codes),
-                lambda: model.decode(codes_t),
-                lambda: rusty.decode(codes_u32),
-                args.seconds,
-            ),
-            ("stream decode step", stream_engine, stream_moshi, stream_rusty, n * frame_s),
-        ]:
-            e, m = timed(engine_fn, args.repeat), timed(moshi_fn, args.repeat)
-            r = timed(rusty_fn, args.repeat) if rusty is not None else float("nan")
-            if name.startswith("stream"):
-                e, m, r = e / n, m / n, r / n
-                audio_s = frame_s
-            rows.append((name, e, m, r, e / audio_s, m / audio_s))
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--codebooks", type=int, default=8)
+    parser.add_argument("--stream-frames", type=int, default=25)
+    parser.add_argument("--only", choices=IMPLS, help="(internal) measure one implementation")
+    parser.add_argument("--json", help="(internal) where --only writes its results")
+    parser.add_argument("--weights", type=Path, help="(internal) the shared checkpoint")
+    parser.add_argument("--codes", type=Path, help="(internal) the engine's codes (.npy)")
+    parser.add_argument("--write-weights", type=Path, help="(internal) write the checkpoint")
+    args = parser.parse_args()
+    os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
+    if args.write_weights:
+        write_weights(args.write_weights, args.codebooks)
+        return
+    if args.only:
+        child(args)
+        return
 
+    impls = IMPLS if importlib.util.find_spec("rustymimi") else IMPLS[:2]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        weights = tmp / "tokenizer.safetensors"
+        write = [sys.executable, __file__, "--write-weights", str(weights)]
+        subprocess.run([*write, "--codebooks", str(args.codebooks)], check=True)
+        results = {impl: measure(impl, args, tmp) for impl in impls}
+    if results["engine"] is None:
+        sys.exit("engine run failed")
+    nan = {op: math.nan for op in (*OPS, "load_s", "peak_rss_mib")}
+    e, m, r = (results.get(impl) or nan for impl in IMPLS)
+
+    load = ", ".join(f"{impl} {results[impl]['load_s']:.2f} s" for impl in impls if results[impl])
     print(f"Mimi, {args.codebooks} codebooks, {args.seconds:g} s of audio, {args.threads} threads,")
-    print(f"median of {args.repeat}; engine load {load_s:.2f} s")
-    if rusty is None:
+    print(f"median of {args.repeat}, one subprocess per implementation; load {load}")
+    print(f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
+    if "rustymimi" not in impls:
         print("(rustymimi not installed: its columns are nan)")
     header = ("op", "engine s", "moshi s", "rusty s", "engine RTF", "moshi RTF", "m/e", "r/e")
     print("{:<20}{:>10}{:>10}{:>10}{:>12}{:>11}{:>8}{:>8}".format(*header))
-    for name, e, m, r, er, mr in rows:
-        times = f"{e:>10.4f}{m:>10.4f}{r:>10.4f}{er:>12.4f}{mr:>11.4f}"
-        print(f"{name:<20}{times}{m / e:>7.2f}x{r / e:>7.2f}x")
-    print("(m/e = moshi time / engine time, r/e = rustymimi / engine; > 1: the engine is faster)")
+    for op in OPS:
+        audio_s = 1.0 / FRAME_RATE if op.startswith("stream") else args.seconds
+        te, tm, tr = e[op], m[op], r[op]
+        times = f"{te:>10.4f}{tm:>10.4f}{tr:>10.4f}{te / audio_s:>12.4f}{tm / audio_s:>11.4f}"
+        print(f"{op:<20}{times}{tm / te:>7.2f}x{tr / te:>7.2f}x")
+    pe, pm, pr = e["peak_rss_mib"], m["peak_rss_mib"], r["peak_rss_mib"]
+    rss = f"{pe:>10.0f}{pm:>10.0f}{pr:>10.0f}{'':>12}{'':>11}"
+    print(f"{'peak RSS (MiB)':<20}{rss}{pm / pe:>7.2f}x{pr / pe:>7.2f}x")
+    print("(m/e = moshi / engine, r/e = rustymimi / engine; > 1: the engine is faster or smaller)")
 
 
 if __name__ == "__main__":
