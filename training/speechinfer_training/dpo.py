@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, judge: Any) -> dict[str, Any]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        log.append({"step": step, "loss": float(loss)})
+        log.append({"step": step, "loss": loss.item()})
     out = Path(args.out)
     write_pipeline(src, out, policy.eval(), args.dtype)
     return {
