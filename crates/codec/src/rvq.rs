@@ -15,31 +15,53 @@ struct Codebook {
 
 pub(crate) struct ResidualVq {
     codebooks: Vec<Codebook>,
+    /// Add `‖x‖²` to the distances before the argmin, in the order `(‖x‖² − 2·x·e) + ‖e‖²`
+    /// (Hugging Face EnCodec), so that float ties resolve as in that implementation; without it
+    /// the order is `‖e‖² − 2·x·e` (the engine's own codec and its twin).
+    full_distance: bool,
 }
 
 impl ResidualVq {
     pub fn load(ckpt: &mut Checkpoint, cfg: &CodecConfig) -> Result<Self> {
-        let codebooks = (0..cfg.num_codebooks)
+        let vectors = (0..cfg.num_codebooks)
             .map(|q| {
-                let vectors = ckpt.take(
+                ckpt.take(
                     &format!("quantizer.layers.{q}.codebook"),
                     &[cfg.codebook_size, cfg.dimension],
-                )?;
+                )
+            })
+            .collect::<Result<_>>()?;
+        Self::from_vectors(vectors, false)
+    }
+
+    /// A quantizer over codebooks `[codebook_size, dimension]`, in order.
+    pub fn from_vectors(vectors: Vec<Tensor>, full_distance: bool) -> Result<Self> {
+        let codebooks = vectors
+            .into_iter()
+            .map(|vectors| {
                 let norms = vectors.sqr()?.sum_keepdim(1)?.t()?.contiguous()?;
                 Ok(Codebook { vectors, norms })
             })
             .collect::<Result<_>>()?;
-        Ok(Self { codebooks })
+        Ok(Self {
+            codebooks,
+            full_distance,
+        })
     }
 
     /// Latent `[B, D, F]` → codes `[B, Q, F]` (i64).
     pub fn encode(&self, latent: &Tensor) -> Result<Tensor> {
         let (b, d, f) = latent.dims3()?;
-        let mut residual = latent.transpose(1, 2)?.reshape((b * f, d))?;
+        let mut residual = latent.transpose(1, 2)?.reshape((b * f, d))?.contiguous()?;
         let mut codes = Vec::with_capacity(self.codebooks.len());
         for book in &self.codebooks {
-            let scores = residual.matmul(&book.vectors.t()?)?;
-            let dist = book.norms.broadcast_sub(&(scores * 2.0)?)?;
+            let scores = (residual.matmul(&book.vectors.t()?)? * 2.0)?;
+            let dist = if self.full_distance {
+                let own = residual.sqr()?.sum_keepdim(1)?;
+                own.broadcast_sub(&scores)?.broadcast_add(&book.norms)?
+            } else {
+                book.norms.broadcast_sub(&scores)?
+            };
             let idx = dist.argmin(D::Minus1)?;
             residual = (residual - book.vectors.index_select(&idx, 0)?)?;
             codes.push(idx);

@@ -17,9 +17,9 @@ use candle_core::{Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
+use crate::rvq::ResidualVq;
 use crate::state::{Cursor, StreamState};
 pub use config::EncodecConfig;
-use quantizer::Rvq;
 use seanet::{Decoder, Encoder};
 
 /// Whether `dir/config.json` names `model_type: "encodec"` (false when unreadable).
@@ -37,7 +37,7 @@ pub fn is_encodec_dir(dir: &Path) -> bool {
 pub struct Encodec {
     config: EncodecConfig,
     encoder: Encoder,
-    quantizer: Rvq,
+    quantizer: ResidualVq,
     decoder: Decoder,
 }
 
@@ -64,7 +64,7 @@ impl Encodec {
     pub fn from_checkpoint(config: EncodecConfig, mut ckpt: Checkpoint) -> Result<Self> {
         let encoder = Encoder::load(&mut ckpt, &config)?;
         let decoder = Decoder::load(&mut ckpt, &config)?;
-        let quantizer = Rvq::load(&mut ckpt, &config)?;
+        let quantizer = quantizer::load(&mut ckpt, &config)?;
         ckpt.finish()?;
         Ok(Self {
             config,
