@@ -1,7 +1,8 @@
-"""The whole training pipeline in miniature, every stage through its command line, so that no
-stage can silently break: corpus → codec → token shards (engine) → text LM → TTS LM with
-``--init-from`` → DPO with the ASR judge → evaluation → ``speechinfer say``. Full-size training
-is the same commands with bigger numbers (README, "Training the default model")."""
+"""The whole training pipeline in miniature, every stage through its command line, so that no stage
+can silently break: corpus → codec → token shards (engine) → word alignments (for the
+``aligned`` layout) → text LM → TTS LM with ``--init-from`` → DPO with the ASR judge →
+evaluation → ``speechinfer say``. Full-size training is the same commands with bigger numbers
+(README, "Training the default model")."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def run(*args: str) -> str:
     return done.stdout
 
 
-def test_every_stage_runs_and_the_result_speaks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["aligned", "prefix"])
+def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str) -> None:
     from speechinfer_training import corpus
 
     text = tmp_path / "sentences.txt"
@@ -56,12 +58,17 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path) -> None:
     codec = tmp_path / "codec" / "model"
     run(f"{pkg}.tts_data", "--manifest", str(manifest), "--codec", str(codec),
         "--out", str(tmp_path / "shards"), "--num-codebooks", "2")  # fmt: skip
+    layout_flags = ["--layout", layout]
+    if layout == "aligned":
+        run(f"{pkg}.alignment", "--manifest", str(manifest), "--jobs", "1")
+        layout_flags += ["--lead", "2"]
     run(f"{pkg}.train_text_lm", "--out", str(tmp_path / "text_lm"), "--steps", "2",
         "--manifest", str(manifest), *SIZES)  # fmt: skip
     run(f"{pkg}.train_tts", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "tts"),
         "--steps", "3", "--init-from", str(tmp_path / "text_lm" / "model"), "--batch-size", "2",
-        "--threads", "1", *SIZES)  # fmt: skip
+        "--threads", "1", *layout_flags, *SIZES)  # fmt: skip
     pipeline = tmp_path / "tts" / "pipeline"
+    assert json.loads((pipeline / "pipeline.json").read_text()).get("layout", "prefix") == layout
     run(f"{pkg}.dpo", "--pipeline", str(pipeline), "--corpus", str(manifest),
         "--out", str(tmp_path / "aligned"), "--prompts", "2", "--candidates", "2",
         "--steps", "2")  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from speechinfer._aligned import generate_aligned
 from speechinfer._native import NO_INPUT, Codec, Sampling, SpeechLM
 from speechinfer.errors import CheckpointError, ConfigError, InputError
 from speechinfer.models import default_pipeline_path
@@ -33,6 +34,8 @@ PAD, BOS, EOS, SEP = 0, 1, 2, 3
 VOICE_OFFSET = 4
 
 _KEYS = ("model_type", "codec", "lm", "voices", "max_text_tokens", "max_frames", "sampling", "seed")
+_OPTIONAL_KEYS = ("layout",)
+LAYOUTS = ("prefix", "aligned")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Typographic variants of characters the tokenizer knows.
 
@@ -55,6 +58,7 @@ class Pipeline:
         self._max_text_tokens: int = spec["max_text_tokens"]
         self._max_frames: int = spec["max_frames"]
         self._seed: int = spec["seed"]
+        self._layout: str = spec.get("layout", "prefix")
         self._codec = Codec.load(directory / spec["codec"])
         self._lm = SpeechLM.load(directory / spec["lm"])
         where = f"pipeline {directory}"
@@ -62,6 +66,7 @@ class Pipeline:
             self._codec, self._lm, directory / spec["lm"], len(self._voices), where
         )
         self._text_offset = VOICE_OFFSET + len(self._voices)
+        self._check_layout(where)
         self._check_context(where)
         self._sampling = _audio_sampling(spec["sampling"], self._codec, self._lm.num_streams - 1)
 
@@ -108,6 +113,12 @@ class Pipeline:
         return self._codec.sample_rate
 
     @property
+    def layout(self) -> str:
+        """Where the text sits in the LM grid: ``"prefix"`` (before the speech) or
+        ``"aligned"`` (each character beside its audio, a few frames ahead; docs/tts.md)."""
+        return self._layout
+
+    @property
     def max_text_tokens(self) -> int:
         """Most text tokens of one prompt; longer text is split into pieces."""
         return self._max_text_tokens
@@ -145,10 +156,20 @@ class Pipeline:
         audio: list[NDArray[np.float32]] = []
         for prompt in prompts:
             prompt = prompt[None]
-            if progress is None:
+            if self._layout == "aligned":
+                report = None
+                if progress is not None:
+
+                    def report(n: int, start: int = done, limit: int = total) -> None:
+                        progress(start + n, limit)
+
+                grid = self._generate_aligned(prompt[0], seed, report)
+                codes = self._codes(grid[None, :, 1:])
+            elif progress is None:
                 codes = self._generate(prompt, seed)
             else:
                 codes = self._stream(prompt, seed, progress, done, total)
+            if progress is not None:
                 total -= self._max_frames - codes.shape[-1]
                 progress(done + codes.shape[-1], total)
             done += codes.shape[-1]
@@ -158,6 +179,30 @@ class Pipeline:
         for piece in audio[1:]:
             joined += [silence, piece]
         return np.ascontiguousarray(np.concatenate(joined), dtype=np.float32)
+
+    def generate_grids(
+        self, text: str, voice: str | None = None, seeds: list[int] | None = None
+    ) -> list[NDArray[np.int64]]:
+        """The LM grids ``[K, n]`` that :meth:`say` generates for the first piece of ``text``,
+        one per seed (default: ``[pipeline seed]``): the prompt frames (:meth:`prompts`; under
+        the ``aligned`` layout the voice frame only, the text then sits beside the audio), then
+        the generated frames up to and with the EOS frame (all of them when none came)."""
+        seeds = [self._seed] if seeds is None else list(seeds)
+        prompt = self.prompts(text, voice)[0]
+        if self._layout == "aligned":
+            return [self._generate_aligned(prompt, seed, None) for seed in seeds]
+        grids = self._lm.generate(
+            [prompt] * len(seeds), self._max_frames, self._sampling, seed=seeds, stop_on_eos=True
+        )
+        out = []
+        for grid in grids:
+            frames = self._codes(grid[None, :, prompt.shape[1] :]).shape[-1]
+            out.append(grid[:, : min(prompt.shape[1] + frames + 1, grid.shape[1])])
+        return out
+
+    def audio_start(self, text: str, voice: str | None = None) -> int:
+        """Index of the first audio frame in :meth:`generate_grids`' grids for ``text``."""
+        return 1 if self._layout == "aligned" else self.prompts(text, voice)[0].shape[1]
 
     def prompts(self, text: str, voice: str | None = None) -> list[NDArray[np.int64]]:
         """The LM prompt grids ``[K, L + 2]`` (voice, text ids, sep; audio cells ``NO_INPUT``)
@@ -268,6 +313,21 @@ class Pipeline:
         )
         return self._codes(grid[:, :, prompt.shape[-1] :])
 
+    def _generate_aligned(
+        self, prompt: NDArray[np.int64], seed: int, on_frame: Callable[[int], None] | None
+    ) -> NDArray[np.int64]:
+        """The ``aligned`` layout's grid for ``prompt`` (voice, text ids, sep; see prompts)."""
+        return generate_aligned(
+            self._lm,
+            self._sampling,
+            int(prompt[0, 0]),
+            [int(i) for i in prompt[0, 1:-1]],
+            self._max_frames,
+            self._codec.codebook_size,
+            seed,
+            on_frame,
+        )
+
     def _stream(
         self, prompt: NDArray[np.int64], seed: int, progress: Progress, done: int, total: int
     ) -> NDArray[np.int64]:
@@ -302,9 +362,21 @@ class Pipeline:
             return np.zeros(0, dtype=np.float32)
         return self._codec.decode(codes)[0]
 
+    def _check_layout(self, where: str) -> None:
+        """The ``aligned`` layout needs the ``delay`` pattern with the audio behind the text."""
+        if self._layout != "aligned":
+            return
+        if self._lm.pattern != "delay" or min(self._lm.delays[1:]) < 1 or self._lm.delays[0]:
+            raise ConfigError(
+                f"{where}: layout 'aligned' needs an LM with pattern 'delay', text delay 0 and "
+                f"audio delays >= 1; it has pattern {self._lm.pattern!r}, delays "
+                f"{list(self._lm.delays)}"
+            )
+
     def _check_context(self, where: str) -> None:
         """The longest prompt plus ``max_frames`` must fit the LM's context."""
-        frames = self._max_text_tokens + 2 + self._max_frames
+        prompt = 2 if self._layout == "aligned" else self._max_text_tokens + 2  # (+ EOS frame)
+        frames = prompt + self._max_frames
         pattern, k_n = self._lm.pattern, self._lm.num_streams
         if pattern == "flatten":
             steps = 1 + frames * k_n
@@ -333,7 +405,7 @@ def _read_spec(directory: Path) -> dict[str, Any]:
         raise ConfigError(f"{file} is not valid JSON: {err}") from err
     if not isinstance(spec, dict):
         raise ConfigError(f"{file} must hold a JSON object")
-    unknown = sorted(set(spec) - set(_KEYS))
+    unknown = sorted(set(spec) - set(_KEYS) - set(_OPTIONAL_KEYS))
     missing = [key for key in _KEYS if key not in spec]
     if unknown:
         raise ConfigError(f"{file}: unknown key(s) {', '.join(unknown)}")
@@ -360,6 +432,8 @@ def _read_spec(directory: Path) -> dict[str, Any]:
         value = spec[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{file}: {key} must be an int >= {least}, got {value!r}")
+    if spec.get("layout", "prefix") not in LAYOUTS:
+        raise ConfigError(f"{file}: layout must be one of {LAYOUTS}, got {spec['layout']!r}")
     if not isinstance(spec["sampling"], dict):
         raise ConfigError(f"{file}: sampling must be an object of Sampling arguments")
     return spec

@@ -6,8 +6,9 @@
 fine-tunes the pipeline's LM with the DPO loss (Rafailov et al. 2023) against a frozen copy of
 itself; it then writes the aligned pipeline to OUT and reports held-out WER before and after.
 
-Only the audio frames are scored: the text prefix is the same for both members of a pair and is
-the condition, not the choice.
+Only the audio streams are scored: the text is the same for both members of a pair and is the
+condition, not the choice (under the ``aligned`` layout its timing is the model's too, but the
+judge speaks to what was said).
 """
 
 import argparse
@@ -40,21 +41,13 @@ def sample_candidates(
     pipe: Any, text: str, voice: str, count: int, seed: int, judge: Any
 ) -> list[Candidate]:
     """Sample ``count`` utterances of ``text`` with the engine and judge their WER against it."""
-    prompt = pipe.prompts(text, voice)[0]
-    start = prompt.shape[1]
-    seeds = [seed * 1000 + i for i in range(count)]
-    grids = pipe.lm.generate(
-        [prompt] * count, pipe.max_frames, pipe.sampling, seed=seeds, stop_on_eos=True
-    )
+    start = pipe.audio_start(text, voice)
     out = []
-    for grid in grids:
+    for grid in pipe.generate_grids(text, voice, [seed * 1000 + i for i in range(count)]):
         codes = pipe.audio_codes(grid[None, :, start:])
-        frames = codes.shape[-1]
-        wave = pipe.codec.decode(codes)[0] if frames else np.zeros(1, np.float32)
+        wave = pipe.codec.decode(codes)[0] if codes.shape[-1] else np.zeros(1, np.float32)
         hyp = judge.transcribe(np.asarray(wave).reshape(-1), pipe.sample_rate)
-        # The grid up to and with the EOS frame: what the model chose, padding dropped.
-        out.append(Candidate(grid[:, : min(start + frames + 1, grid.shape[1])], start, 0.0))
-        out[-1].wer = judge.wer(text, hyp)
+        out.append(Candidate(grid, start, judge.wer(text, hyp)))
     return out
 
 

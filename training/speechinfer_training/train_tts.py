@@ -1,15 +1,19 @@
 """Train the TTS LM twin on token shards and export a pipeline directory (``docs/tts.md``).
 
 ``python -m speechinfer_training.train_tts --shards SHARDS --out OUT --steps N
-[--pattern delay|parallel|flatten|depth] [--resume] [--init-from TEXT_LM_DIR] [--batch-size 8]
-[--lr 1e-3] [--d-model 256 --n-layers 4 ...] [--threads N]``
+[--pattern delay|parallel|flatten|depth] [--layout prefix|aligned [--lead 12]] [--resume]
+[--init-from TEXT_LM_DIR] [--batch-size 8] [--lr 1e-3] [--d-model 256 --n-layers 4 ...]
+[--threads N]``
 
 ``SHARDS`` comes from ``python -m speechinfer_training.tts_data`` (``tokenize_corpus``). Every
-utterance is the frame grid of :func:`~speechinfer_training.tts_data.utterance_grid`; training is
-teacher-forced cross-entropy on every scored token (frames ``>= 1``, not ``-1``), the text
-stream's tokens weighted by ``--text-loss-weight``. Writes ``OUT/log.jsonl`` (per step: ``loss``,
-``audio_loss``, ``text_loss``; ``heldout_audio_loss`` / ``heldout_text_loss`` — mean nats per
-token — every ``--eval-every`` steps and at the end), ``OUT/checkpoint.pt`` (``--resume``
+utterance is the frame grid of :func:`~speechinfer_training.tts_data.utterance_grid` (layout
+``prefix``) or :func:`~speechinfer_training.tts_data.aligned_grid` (layout ``aligned``: word
+start times from ``--alignments``, default ``alignments.jsonl`` beside the corpus manifest,
+written by ``python -m speechinfer_training.alignment``; utterances without one are skipped).
+Training is teacher-forced cross-entropy on every scored token (frames ``>= 1``, not ``-1``), the
+text stream's tokens weighted by ``--text-loss-weight``. Writes ``OUT/log.jsonl`` (per step:
+``loss``, ``audio_loss``, ``text_loss``; ``heldout_audio_loss`` / ``heldout_text_loss`` — mean nats
+per token — every ``--eval-every`` steps and at the end), ``OUT/checkpoint.pt`` (``--resume``
 continues from it, bit-identically) and, at the end, the pipeline directory ``OUT/pipeline``
 (float16 by default). ``--init-from`` starts from a text LM of ``train_text_lm`` (TWIST).
 
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from .alignment import ALIGNMENTS_FILE, read_alignments
 from .export import STORAGE_DTYPES
 from .lm import SpeechLM
 from .lm_training import (
@@ -38,12 +43,17 @@ from .lm_training import (
     train_grids,
 )
 from .tts_data import (
+    CHARACTERS,
+    DEFAULT_LEAD,
     MAX_FRAMES,
     MAX_TEXT_TOKENS,
     NUM_TEXT_SPECIALS,
+    TEXT_LAYOUTS,
     TTS_PATTERNS,
+    aligned_grid,
     grid_steps,
     load_split,
+    place_characters,
     read_meta,
     tts_lm_config,
     utterance_grid,
@@ -61,6 +71,9 @@ class TtsOptions:
     shards: Path
     out: Path
     pattern: str = "delay"
+    layout: str = "prefix"
+    lead: int = DEFAULT_LEAD
+    alignments: Path | None = None
     resume: bool = False
     init_from: Path | None = None
     num_codebooks: int = 0
@@ -80,6 +93,10 @@ class TtsOptions:
     def __post_init__(self) -> None:
         if self.pattern not in TTS_PATTERNS:
             raise ValueError(f"pattern must be one of {TTS_PATTERNS}")
+        if self.layout not in TEXT_LAYOUTS:
+            raise ValueError(f"layout must be one of {TEXT_LAYOUTS}")
+        if self.layout == "aligned" and (self.pattern != "delay" or self.lead < 1):
+            raise ValueError("--layout aligned needs --pattern delay and --lead >= 1")
         if self.export_dtype not in STORAGE_DTYPES:
             raise ValueError(f"export_dtype must be one of {sorted(STORAGE_DTYPES)}")
         if self.text_loss_weight < 0 or self.num_codebooks < 0:
@@ -101,10 +118,21 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TtsOptions, LoopOptio
     parser.add_argument("--shards", type=Path, required=True, help="tokenize_corpus output")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--pattern", choices=TTS_PATTERNS, default="delay")
+    parser.add_argument("--layout", choices=TEXT_LAYOUTS, default="prefix")
+    parser.add_argument("--alignments", type=Path, help="alignments.jsonl (layout aligned)")
     parser.add_argument("--init-from", type=Path, help="text LM directory (train_text_lm)")
     parser.add_argument("--codec", type=Path, help="codec to export (default: the shards')")
     parser.add_argument("--export-dtype", choices=sorted(STORAGE_DTYPES), default="float16")
-    skip = ("shards", "out", "pattern", "init_from", "codec", "export_dtype")
+    skip = (
+        "shards",
+        "out",
+        "pattern",
+        "layout",
+        "alignments",
+        "init_from",
+        "codec",
+        "export_dtype",
+    )
     add_option_flags(parser, TtsOptions, skip)
     add_option_flags(parser, LoopOptions)
     namespace = parser.parse_args(argv)
@@ -127,6 +155,49 @@ def tts_grids(
     ]
 
 
+def aligned_grids(
+    meta: dict[str, Any],
+    split_items: Sequence[Any],
+    num_codebooks: int,
+    alignments: dict[str, dict[str, Any]],
+) -> list[torch.Tensor]:
+    """Return the ``aligned``-layout grids of the items that have a fitting alignment."""
+    offset = NUM_TEXT_SPECIALS + len(meta["voices"])
+    size, rate = meta["codebook_size"], meta["frame_rate"]
+    grids = []
+    for u in split_items:
+        row = alignments.get(u.id)
+        if row is None or "".join(CHARACTERS[i] for i in u.text) != " ".join(row["words"]):
+            continue
+        starts = [int(s * rate) for s in row["starts"]]
+        try:
+            frames = place_characters(row["words"], starts)
+            grids.append(
+                aligned_grid(u.voice, u.text + offset, frames, u.codes[:num_codebooks], size)
+            )
+        except ValueError:
+            continue  # the text runs past the audio: not a usable alignment
+    return grids
+
+
+def load_grids(
+    options: "TtsOptions", meta: dict[str, Any], q_n: int, split: str
+) -> list[torch.Tensor]:
+    """Return the training grids of one split in the options' layout."""
+    items = load_split(options.shards, split)
+    if options.layout == "prefix":
+        return tts_grids(meta, items, q_n)
+    path = options.alignments or Path(meta["manifest"]).parent / ALIGNMENTS_FILE
+    grids = aligned_grids(meta, items, q_n, read_alignments(path))
+    if len(grids) < len(items):
+        print(
+            f"{split}: {len(items) - len(grids)} of {len(items)} utterances have no usable "
+            f"alignment in {path}",
+            flush=True,
+        )
+    return grids
+
+
 def build_config(
     options: TtsOptions, meta: dict[str, Any], num_codebooks: int, longest: int
 ) -> dict[str, Any]:
@@ -139,6 +210,8 @@ def build_config(
         tokenizer_size=meta["tokenizer_size"],
         max_text_tokens=options.max_text_tokens,
         max_frames=options.max_frames,
+        layout=options.layout,
+        lead=options.lead,
         **options.sizes,
     )
     delays = [s["delay"] for s in base["streams"]]
@@ -152,6 +225,8 @@ def build_config(
         options.pattern,
         tokenizer_size=meta["tokenizer_size"],
         max_context=needed,
+        layout=options.layout,
+        lead=options.lead,
         **options.sizes,
     )
 
@@ -169,8 +244,8 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
     q_n = options.num_codebooks or meta["num_codebooks"]
     if q_n > meta["num_codebooks"]:
         raise ValueError(f"the shards hold {meta['num_codebooks']} codebooks, not {q_n}")
-    train_set = tts_grids(meta, load_split(options.shards, "train"), q_n)
-    heldout = tts_grids(meta, load_split(options.shards, "heldout"), q_n)
+    train_set = load_grids(options, meta, q_n, "train")
+    heldout = load_grids(options, meta, q_n, "heldout")
     longest = max(g.shape[-1] for g in [*train_set, *heldout])
     config = build_config(options, meta, q_n, longest)
     checkpoint = read_resume_state(out, options.resume)
@@ -206,6 +281,7 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
                 max_text_tokens=options.max_text_tokens,
                 max_frames=options.max_frames,
                 seed=loop.seed,
+                layout=options.layout,
             )
     dist.barrier()
     return result

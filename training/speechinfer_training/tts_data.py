@@ -49,6 +49,10 @@ NUM_TEXT_SPECIALS = 4
 """Text stream ids ``0..3``; voice ``v`` is ``NUM_TEXT_SPECIALS + v``."""
 
 TTS_PATTERNS = ("delay", "parallel", "flatten", "depth")
+TEXT_LAYOUTS = ("prefix", "aligned")
+"""``prefix``: the text before the speech; ``aligned``: each word's characters at its audio."""
+DEFAULT_LEAD = 12
+"""Frames the text stream runs ahead of the audio in the ``aligned`` layout."""
 MAX_TEXT_TOKENS = 64
 MAX_FRAMES = 400
 TOKENIZER_FILE = "tokenizer.json"
@@ -103,9 +107,10 @@ def char_ids(text: str) -> list[int]:
 # LM config and grids
 
 
-def audio_delays(pattern: str, num_codebooks: int) -> list[int]:
-    """Audio stream delays: ``[0 .. Q-1]`` under ``"delay"``, zeros otherwise (text: 0)."""
-    return list(range(num_codebooks)) if pattern == "delay" else [0] * num_codebooks
+def audio_delays(pattern: str, num_codebooks: int, lead: int = 0) -> list[int]:
+    """Audio stream delays: ``lead + [0 .. Q-1]`` under ``"delay"``, else ``lead`` (text: 0)."""
+    base = list(range(num_codebooks)) if pattern == "delay" else [0] * num_codebooks
+    return [lead + d for d in base]
 
 
 def tts_lm_config(
@@ -117,19 +122,27 @@ def tts_lm_config(
     tokenizer_size: int = len(CHARACTERS),
     max_text_tokens: int = MAX_TEXT_TOKENS,
     max_frames: int = MAX_FRAMES,
+    layout: str = "prefix",
+    lead: int = DEFAULT_LEAD,
     **sizes: Any,
 ) -> dict[str, Any]:
     """Return the resolved LM config of the TTS grid (``docs/tts.md``).
 
     Stream 0 ``text``: vocabulary ``4 + n_voices + tokenizer_size`` (pad 0, bos 1, eos 2, sep 3,
     voices, then tokenizer ids at ``text_offset = 4 + n_voices``), delay 0. Streams ``audio{q}``:
-    vocabulary ``C + 3`` (eos ``C``, pad ``C+1``, bos ``C+2``), delays per :func:`audio_delays`.
+    vocabulary ``C + 3`` (eos ``C``, pad ``C+1``, bos ``C+2``), delays per :func:`audio_delays`
+    (``lead`` added under the ``aligned`` layout, which needs ``"delay"`` and ``lead >= 1``).
     ``end_stream`` 1. ``sizes`` are further LM config keys (``d_model``, ``n_layers``, ...); a
-    missing ``max_context`` is the steps of a ``max_text_tokens``-token prompt continued by
-    ``max_frames`` frames.
+    missing ``max_context`` is the steps of the longest grid the pipeline may run: a
+    ``max_text_tokens``-token prompt continued by ``max_frames`` frames (``prefix``), or the
+    voice frame, ``max_frames`` frames and the EOS frame (``aligned``).
     """
     if pattern not in TTS_PATTERNS:
         raise ValueError(f"pattern must be one of {TTS_PATTERNS}, got {pattern!r}")
+    if layout not in TEXT_LAYOUTS:
+        raise ValueError(f"layout must be one of {TEXT_LAYOUTS}, got {layout!r}")
+    if layout == "aligned" and (pattern != "delay" or lead < 1):
+        raise ValueError("the aligned layout needs pattern 'delay' and lead >= 1")
     n_voices = len(voices)
     if n_voices < 1 or len(set(voices)) != n_voices:
         raise ValueError(f"voices must be a non-empty list of distinct names, got {voices!r}")
@@ -158,11 +171,13 @@ def tts_lm_config(
             "delay": delay,
             "text_offset": 0,
         }
-        for q, delay in enumerate(audio_delays(pattern, num_codebooks))
+        for q, delay in enumerate(
+            audio_delays(pattern, num_codebooks, lead if layout == "aligned" else 0)
+        )
     ]
     streams = [text, *audio]
     if sizes.get("max_context") is None:
-        frames = max_text_tokens + 2 + max_frames
+        frames = max_frames + 2 if layout == "aligned" else max_text_tokens + 2 + max_frames
         sizes["max_context"] = grid_steps(pattern, [s["delay"] for s in streams], frames) - 1
     return resolve_lm_config({**sizes, "streams": streams, "pattern": pattern, "end_stream": 1})
 
@@ -210,6 +225,54 @@ def utterance_grid(
     grid[0, l_n + 2 :] = TEXT_PAD
     grid[1:, l_n + 2 : l_n + 2 + f_n] = codes
     grid[1:, l_n + 2 + f_n] = codebook_size
+    return grid
+
+
+def place_characters(words: Sequence[str], start_frames: Sequence[int]) -> list[int]:
+    """Frame of every character of ``" ".join(words)`` in the ``aligned`` layout.
+
+    Word ``i`` and the space after it take one frame per character from ``start_frames[i]`` on,
+    or right after the previous character when that one is later (a fast word pushes the next).
+    """
+    if len(words) != len(start_frames):
+        raise ValueError("one start frame per word")
+    frames: list[int] = []
+    cursor = -1
+    for i, (word, start) in enumerate(zip(words, start_frames, strict=True)):
+        for j in range(len(word) + (i < len(words) - 1)):
+            cursor = max(int(start) + j, cursor + 1)
+            frames.append(cursor)
+    return frames
+
+
+def aligned_grid(
+    voice_index: int,
+    text_ids: Sequence[int] | Tensor | np.ndarray,
+    char_frames: Sequence[int],
+    codes: Tensor | np.ndarray,
+    codebook_size: int,
+) -> Tensor:
+    """Return the ``aligned``-layout grid int64 ``[1 + Q, F + 2]`` of one utterance (docs/tts.md).
+
+    Frame 0: voice token, audio ``-1``. Frames ``1..F``: codes; text ``pad`` except character
+    ``i`` (text-stream id ``text_ids[i]``) at frame ``1 + char_frames[i]`` and the text ``eos``
+    one frame after the last character. Frame ``F + 1``: text ``pad``, audio ``eos``. Raises
+    ``ValueError`` when the characters do not end before the last audio frame.
+    """
+    text = np.asarray(text_ids, dtype=np.int64).reshape(-1)
+    frames = np.asarray(char_frames, dtype=np.int64).reshape(-1)
+    codes_t = torch.as_tensor(np.asarray(codes)).long()
+    if codes_t.dim() != 2:
+        raise ValueError(f"codes must be [Q, F], got {tuple(codes_t.shape)}")
+    f_n = codes_t.shape[1]
+    if len(text) != len(frames) or not len(text):
+        raise ValueError("one frame per character, at least one character")
+    if np.any(np.diff(frames) <= 0) or frames[0] < 0 or frames[-1] > f_n - 2:
+        raise ValueError(f"characters must take increasing frames in [0, {f_n - 2}]")
+    grid = utterance_grid(voice_index, [], codes_t, codebook_size)
+    grid = torch.cat([grid[:, :1], grid[:, 2:]], dim=1)  # drop the prefix layout's sep frame
+    grid[0, 1 + torch.from_numpy(frames)] = torch.from_numpy(text)
+    grid[0, 2 + frames[-1]] = TEXT_EOS
     return grid
 
 

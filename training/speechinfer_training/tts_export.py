@@ -45,14 +45,16 @@ def save_pipeline(
     max_text_tokens: int = MAX_TEXT_TOKENS,
     max_frames: int = MAX_FRAMES,
     seed: int = 0,
+    layout: str = "prefix",
 ) -> Path:
     """Write the pipeline directory ``out_dir`` that ``si.Pipeline.load`` reads; return it.
 
     ``codec/`` is a copy of ``codec_dir`` and ``lm/`` the exported ``lm_model`` with
     ``tokenizer.json``, both stored in ``dtype``; ``pipeline.json`` names them, the ``voices``
     (in the order of the LM's voice tokens), the limits and the audio streams' sampling
-    (default :data:`DEFAULT_SAMPLING`). The LM's text stream must fit the voices and the
-    tokenizer (``text_offset = 4 + n_voices``, vocabulary ``text_offset + tokenizer size``).
+    (default :data:`DEFAULT_SAMPLING`) and, unless it is ``prefix``, the text ``layout``. The
+    LM's text stream must fit the voices and the tokenizer (``text_offset = 4 + n_voices``,
+    vocabulary ``text_offset + tokenizer size``).
     """
     from tokenizers import Tokenizer
 
@@ -62,7 +64,7 @@ def save_pipeline(
         raise ValueError(f"stream 0 must be the text stream with text_offset {4 + len(voices)}")
     if text["vocab_size"] != text["text_offset"] + size:
         raise ValueError(f"text vocab {text['vocab_size']} != text_offset + tokenizer size {size}")
-    prompt = max_text_tokens + 2
+    prompt = max_text_tokens + 2 if layout == "prefix" else 2
     needed = lm_model.layout(prompt + max_frames).num_steps - 1
     if needed > lm_model.config["max_context"]:
         raise ValueError(
@@ -83,6 +85,8 @@ def save_pipeline(
         "sampling": dict(DEFAULT_SAMPLING if sampling is None else sampling),
         "seed": seed,
     }
+    if layout != "prefix":
+        pipeline["layout"] = layout
     (out / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2) + "\n")
     return out
 
