@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train the default TTS pipeline end to end and embed it in the Python package:
-# corpus (flite + festival voices, fortunes text) -> codec -> token shards (Rust engine) ->
-# text LM -> TTS LM initialised from it (TWIST) -> DPO with the pocketsphinx judge -> eval ->
-# python/speechinfer/models/default. Every stage resumes where it stopped; rerun to continue.
+# corpus (flite + festival voices, fortunes text) -> word alignments -> codec -> token shards
+# (Rust engine) -> text LM -> TTS LM (aligned text layout, initialised from the text LM: TWIST)
+# -> DPO with the pocketsphinx judge -> eval -> python/speechinfer/models/default.
+# Every stage resumes where it stopped; rerun to continue.
 # The budgets are environment variables: the defaults fit a few CPU hours; a GPU run raises them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ root = Path(sys.argv[1])
 rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
 (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["split"] == "train"))
 PY
+python -m $PKG.alignment --manifest "$CORPUS/manifest.jsonl" --jobs "$THREADS"
 python -m $PKG.train_codec --data "$CORPUS/train.jsonl" --out "$RUNS/codec" --steps "$CODEC_STEPS" \
   --checkpoint-every 100 --batch-size 8 --segment-seconds 0.5 --threads "$THREADS" \
   --export-dtype float16 --quantizer-dropout 0.3 --resume
@@ -37,7 +39,8 @@ python -m $PKG.tts_data --manifest "$CORPUS/manifest.jsonl" --codec "$RUNS/codec
 python -m $PKG.train_text_lm --out "$RUNS/text_lm" --steps "$TEXT_LM_STEPS" \
   --manifest "$CORPUS/manifest.jsonl" --fortunes 20000 "${LM_SIZES[@]}" --threads "$THREADS"
 python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$TTS_STEPS" \
-  --init-from "$RUNS/text_lm/model" "${LM_SIZES[@]}" --threads "$THREADS" --resume
+  --init-from "$RUNS/text_lm/model" "${LM_SIZES[@]}" --threads "$THREADS" --resume \
+  --layout aligned --lead "${LEAD:-12}"
 python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
   --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
 python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/aligned" \

@@ -437,3 +437,19 @@ def test_training_on_files(tmp_path: Path) -> None:
         )
         assert len(read_log(out / "log.jsonl")) == 2
         assert isinstance(load_pretrained(out / "model"), Codec)
+
+
+def test_freeze_encoder_keeps_the_codes(tmp_path: Path) -> None:
+    """``--freeze-encoder`` continues a run training the decoder only: the encoder and the
+    codebooks (hence every code) stay bit-identical, the decoder moves."""
+    config_path = tmp_path / "codec.json"
+    config_path.write_text(json.dumps(TINY))
+    out = tmp_path / "run"
+    train_main(train_args(out, config_path, 10))
+    before = load_pretrained(out / "model").export_state_dict()
+    train_main(train_args(out, config_path, 16, "--resume", "--freeze-encoder"))
+    after = load_pretrained(out / "model").export_state_dict()
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        same = torch.equal(after[name], tensor)
+        assert same == (not name.startswith("decoder.")), name

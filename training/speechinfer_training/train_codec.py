@@ -55,6 +55,7 @@ class TrainOptions:
     export_dtype: StorageDtype = "float32"
     print_every: int = 50
     threads: int = 0
+    freeze_encoder: bool = False
 
     def __post_init__(self) -> None:
         if (self.data is None) == (not self.synthetic):
@@ -93,8 +94,15 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
     parser.add_argument(
         "--export-dtype", choices=sorted(STORAGE_DTYPES), default=defaults.export_dtype
     )
+    parser.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="train the decoder only: encoder and codebooks stay as they are, so codes made "
+        "with this codec (token shards, a TTS LM trained on them) stay valid",
+    )
+    fixed = {"out", "steps", "data", "synthetic", "config", "resume", "export_dtype"}
     for field in fields(TrainOptions):
-        if field.name in {"out", "steps", "data", "synthetic", "config", "resume", "export_dtype"}:
+        if field.name in fixed | {"freeze_encoder"}:
             continue
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(
@@ -168,6 +176,9 @@ def train(options: TrainOptions) -> Path:
         truncate_log(log_path, step)
     else:
         log_path.unlink(missing_ok=True)
+    if options.freeze_encoder:
+        model.encoder.requires_grad_(False)
+        model.quantizer.eval()  # no EMA codebook updates
     extra = {
         "codec_config": model.config,
         "options": {k: str(v) for k, v in asdict(options).items()},
