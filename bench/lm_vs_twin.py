@@ -138,6 +138,7 @@ def bench_pattern(args: argparse.Namespace, pattern: str, bandwidth: float) -> d
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(twin, tmp)
         lm = si.SpeechLM.load(tmp)
+        lm8 = si.SpeechLM.load(tmp, weights="int8")
 
     k_n, rows = twin.num_streams, twin.num_step_rows
     p_n, n, n_twin = args.prompt, args.frames, args.twin_frames
@@ -220,6 +221,21 @@ def bench_pattern(args: argparse.Namespace, pattern: str, bandwidth: float) -> d
         step_ms = 1e3 * (full - short) / (num_steps(n) - num_steps(n_short))
         res[f"decode_b{b}_ms_per_step"] = step_ms if step_ms > 0 else None  # None: lost in noise
 
+    # int8 weights: the marginal decode step, and how far its greedy tokens and logits move.
+    for b in args.batches:
+        full = timed(lambda b=b: lm8.generate(prompt[:b], n, stop_on_eos=False), args.repeat)
+        short = timed(lambda b=b: lm8.generate(prompt[:b], n_short, stop_on_eos=False), args.repeat)
+        step_ms = 1e3 * (full - short) / (num_steps(n) - num_steps(n_short))
+        res[f"int8_decode_b{b}_ms_per_step"] = step_ms if step_ms > 0 else None
+        res[f"int8_gen_b{b}_frames_per_s"] = b * n / full
+    got8 = lm8.generate(prompt[:1], n, stop_on_eos=False)
+    res["int8_same_tokens"] = float((got8[..., p_n:] == got_long[..., p_n:]).mean())
+    logits8 = lm8.logits(steps[:1])
+    res["int8_logits_rel_err"] = max(
+        float(np.linalg.norm(a - b) / np.linalg.norm(b))
+        for a, b in zip(logits8, got_logits, strict=True)
+    )
+
     if pattern != "coarse_first":  # stream() needs a frame-synchronous pattern
 
         def first_chunk() -> None:
@@ -297,6 +313,21 @@ def print_tables(results: list[dict[str, Any]], args: argparse.Namespace) -> Non
             f"| {r['pattern']} | {r['engine_1step_ms']:.2f} / {r['twin_1step_ms']:.2f} "
             f"| {cells[0]} | {cells[1]} | {ge:.3f} / {gt:.2f} ({gt / ge:.0f}x) "
             f"| {r['logits_max_abs_diff']:.1e} |"
+        )
+    print()
+    print(
+        f"| pattern | int8 decode ms/step b{b1} / b{b8} | speed-up vs f32 b{b1} / b{b8} "
+        f"| int8 gen b{b1} frames/s | same greedy tokens | logits rel. err vs f32 |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        ms8 = [r[f"int8_decode_b{b}_ms_per_step"] for b in (b1, b8)]
+        ms = [r[f"decode_b{b}_ms_per_step"] for b in (b1, b8)]
+        ups = [fmt(f / q, 2) if f and q else "—" for f, q in zip(ms, ms8, strict=True)]
+        print(
+            f"| {r['pattern']} | {fmt(ms8[0], 2)} / {fmt(ms8[1], 2)} | {ups[0]}x / {ups[1]}x "
+            f"| {fmt(r[f'int8_gen_b{b1}_frames_per_s'])} | {r['int8_same_tokens']:.2f} "
+            f"| {r['int8_logits_rel_err']:.1e} |"
         )
 
 

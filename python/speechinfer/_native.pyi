@@ -186,8 +186,12 @@ class SpeechLM:
     def has_tokenizer(self) -> bool:
         """bool: Whether the model directory holds a ``tokenizer.json`` (``tokenize``/``detokenize``)."""
     @staticmethod
-    def load(path: str | os.PathLike[str]) -> SpeechLM:
-        """Load an LM from a model directory holding ``config.json`` and ``model.safetensors``."""
+    def load(path: str | os.PathLike[str], weights: str = 'float32') -> SpeechLM:
+        """Load an LM from a model directory holding ``config.json`` and ``model.safetensors`` (or
+        a Hugging Face Llama directory). ``weights="int8"`` stores the transformer's projections
+        and the main heads as int8 with one scale per output row: decoding steps read a quarter
+        of the bytes; logits move by the rounding (docs/lm.md, "int8 weights").
+        """
     def logits(self, steps: NDArray[np.integer]) -> list[NDArray[np.float32]]:
         """Teacher-forced logits of a step grid ``[B, K, S]`` (LM steps, pattern already applied):
         a list of K float32 arrays ``[B, S, V_k]``; logits at step s predict step s + 1.

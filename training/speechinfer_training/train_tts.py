@@ -61,7 +61,7 @@ from .tts_data import (
 from .tts_export import DEFAULT_SAMPLING, save_pipeline
 
 PIPELINE_DIR = "pipeline"
-SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
+SIZE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,7 @@ class TtsOptions:
     n_heads: int = 8
     n_kv_heads: int = 4
     ffn_dim: int = 704
+    tie_embeddings: bool = False
     max_text_tokens: int = MAX_TEXT_TOKENS
     max_frames: int = MAX_FRAMES
     sampling: str = json.dumps(DEFAULT_SAMPLING)
@@ -104,7 +105,7 @@ class TtsOptions:
         json.loads(self.sampling)
 
     @property
-    def sizes(self) -> dict[str, int]:
+    def sizes(self) -> dict[str, Any]:
         """The transformer sizes."""
         return {key: getattr(self, key) for key in SIZE_KEYS}
 

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
+use crate::linear::Linear;
 use crate::transformer::Sizes;
 
 /// `cos` / `sin` tables `[positions, head_dim / 2]` of the rotate-half RoPE.
@@ -145,10 +146,10 @@ impl KvCache {
 }
 
 pub struct Attention {
-    q_proj: Tensor,
-    k_proj: Tensor,
-    v_proj: Tensor,
-    o_proj: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -212,14 +213,27 @@ impl Attention {
         let (d, hd) = (sizes.d_model, sizes.head_dim());
         let (h, hkv) = (sizes.n_heads, sizes.n_kv_heads);
         Ok(Self {
-            q_proj: ckpt.take(&format!("{prefix}.q_proj.weight"), &[h * hd, d])?,
-            k_proj: ckpt.take(&format!("{prefix}.k_proj.weight"), &[hkv * hd, d])?,
-            v_proj: ckpt.take(&format!("{prefix}.v_proj.weight"), &[hkv * hd, d])?,
-            o_proj: ckpt.take(&format!("{prefix}.o_proj.weight"), &[d, h * hd])?,
+            q_proj: Linear::new(ckpt.take(&format!("{prefix}.q_proj.weight"), &[h * hd, d])?),
+            k_proj: Linear::new(ckpt.take(&format!("{prefix}.k_proj.weight"), &[hkv * hd, d])?),
+            v_proj: Linear::new(ckpt.take(&format!("{prefix}.v_proj.weight"), &[hkv * hd, d])?),
+            o_proj: Linear::new(ckpt.take(&format!("{prefix}.o_proj.weight"), &[d, h * hd])?),
             n_heads: h,
             n_kv_heads: hkv,
             head_dim: hd,
         })
+    }
+
+    /// Store the projections as int8 ([`Linear::quantize_int8`]).
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        for w in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ] {
+            w.quantize_int8()?;
+        }
+        Ok(())
     }
 
     /// `x [B, S, d]` → `[B, S, d]`. With a cache, row `a` sits at positions
@@ -228,8 +242,8 @@ impl Attention {
     pub fn forward(&self, x: &Tensor, rope: &Rope, source: &KvSource) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |w: &Tensor, n: usize| -> Result<Tensor> {
-            Ok(linear(x, w)?.reshape((b, s, n, hd))?.transpose(1, 2)?)
+        let heads = |w: &Linear, n: usize| -> Result<Tensor> {
+            Ok(w.forward(x)?.reshape((b, s, n, hd))?.transpose(1, 2)?)
         };
         let (q, k, v) = (
             heads(&self.q_proj, h)?,
@@ -267,7 +281,7 @@ impl Attention {
             }
         };
         let out = out.transpose(1, 2)?.reshape((b, s, h * hd))?;
-        linear(&out, &self.o_proj)
+        self.o_proj.forward(&out)
     }
 
     /// Softmax attention of `q [B, H, S, hd]` over `k, v [B, Hkv, L, hd]` with an optional

@@ -31,6 +31,11 @@ impl DepthTransformer {
     /// Loads `depth.in_proj.{j}.weight`, `depth.embeddings.{k}.weight` (k in 1..K),
     /// `depth.layers.*`, `depth.norm.weight` and `depth.heads.{k}.weight`, sized by
     /// [`LmConfig::depth_sizes`].
+    /// Store the stack's projections as int8 (the per-position projections and heads stay f32).
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.transformer.quantize_int8()
+    }
+
     pub fn load(ckpt: &mut Checkpoint, config: &LmConfig, device: &Device) -> Result<Self> {
         let depth = config.depth.as_ref().ok_or_else(|| {
             Error::config("the depth transformer needs the config's `depth` object")

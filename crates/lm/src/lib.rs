@@ -9,6 +9,7 @@ mod depth;
 mod embed;
 mod generate;
 mod hf_llama;
+mod linear;
 mod model;
 mod nar;
 mod picker;

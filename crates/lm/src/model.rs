@@ -13,6 +13,7 @@ use crate::attention::KvCache;
 use crate::config::{Decoding, LmConfig};
 use crate::depth::DepthTransformer;
 use crate::embed::{embed_sum, NO_INPUT};
+use crate::linear::Linear;
 use crate::nar::NarModel;
 use crate::text::TextTokenizer;
 use crate::transformer::Transformer;
@@ -47,7 +48,7 @@ pub struct SpeechLm {
     pattern: PatternKind,
     embeddings: Vec<Tensor>,
     transformer: Transformer,
-    heads: Vec<Tensor>,
+    heads: Vec<Linear>,
     depth: Option<DepthTransformer>,
     nar: Option<NarModel>,
     tokenizer: Option<TextTokenizer>,
@@ -75,6 +76,18 @@ impl SpeechLm {
         Ok(Self { tokenizer, ..lm })
     }
 
+    /// Store the transformer's projections and the main heads as int8 (one f32 scale per output
+    /// row): decoding steps stream a quarter of the weight bytes. Embeddings, norms, the depth
+    /// transformer's per-position projections and heads and the NAR stages stay f32. Logits
+    /// move by the int8 rounding (docs/lm.md gives the tolerance); cannot be undone.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.transformer.quantize_int8()?;
+        if let Some(depth) = &mut self.depth {
+            depth.quantize_int8()?;
+        }
+        self.heads.iter_mut().try_for_each(Linear::quantize_int8)
+    }
+
     /// Build from an already-read config and checkpoint; every tensor must be used.
     pub fn from_checkpoint(config: LmConfig, mut ckpt: Checkpoint, device: Device) -> Result<Self> {
         config.validate()?;
@@ -87,12 +100,14 @@ impl SpeechLm {
             .collect::<Result<Vec<_>>>()?;
         let transformer = Transformer::load(&mut ckpt, "", config.sizes(), &device)?;
         let heads = if config.tie_embeddings {
-            embeddings.clone()
+            embeddings.iter().cloned().map(Linear::new).collect()
         } else if config.decoding()? == Decoding::Depth {
             Vec::new()
         } else {
             let head = |(k, s): (usize, &crate::config::StreamConfig)| {
-                ckpt.take(&format!("heads.{k}.weight"), &[s.vocab_size, d])
+                Ok(Linear::new(
+                    ckpt.take(&format!("heads.{k}.weight"), &[s.vocab_size, d])?,
+                ))
             };
             main.iter().enumerate().map(head).collect::<Result<_>>()?
         };
@@ -234,8 +249,8 @@ impl SpeechLm {
         self.heads
             .iter()
             .map(|w| {
-                let v = w.dim(0)?;
-                Ok(crate::attention::linear_rows(&flat, w, s == 1)?.reshape((b, s, v))?)
+                Ok(w.forward_rows(&flat, s == 1)?
+                    .reshape((b, s, w.out_dim()?))?)
             })
             .collect()
     }

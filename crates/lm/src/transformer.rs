@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
 
-use crate::attention::{linear, Attention, KvCache, KvSource, Rope};
+use crate::attention::{Attention, KvCache, KvSource, Rope};
+use crate::linear::Linear;
 
 /// The sizes that shape one transformer stack.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,25 +54,32 @@ impl RmsNorm {
 
 /// `down(silu(gate(x)) * up(x))`.
 pub struct SwiGlu {
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 impl SwiGlu {
     pub fn load(ckpt: &mut Checkpoint, prefix: &str, sizes: &Sizes) -> Result<Self> {
         let (d, f) = (sizes.d_model, sizes.ffn_dim);
         Ok(Self {
-            gate: ckpt.take(&format!("{prefix}.gate_proj.weight"), &[f, d])?,
-            up: ckpt.take(&format!("{prefix}.up_proj.weight"), &[f, d])?,
-            down: ckpt.take(&format!("{prefix}.down_proj.weight"), &[d, f])?,
+            gate: Linear::new(ckpt.take(&format!("{prefix}.gate_proj.weight"), &[f, d])?),
+            up: Linear::new(ckpt.take(&format!("{prefix}.up_proj.weight"), &[f, d])?),
+            down: Linear::new(ckpt.take(&format!("{prefix}.down_proj.weight"), &[d, f])?),
         })
     }
 
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        for w in [&mut self.gate, &mut self.up, &mut self.down] {
+            w.quantize_int8()?;
+        }
+        Ok(())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&linear(x, &self.gate)?)?;
-        let hidden = (gate * linear(x, &self.up)?)?;
-        linear(&hidden, &self.down)
+        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        let hidden = (gate * self.up.forward(x)?)?;
+        self.down.forward(&hidden)
     }
 }
 
@@ -90,6 +98,11 @@ impl Block {
             ffn_norm: RmsNorm::load(ckpt, &format!("{prefix}.ffn_norm.weight"), sizes)?,
             ffn: SwiGlu::load(ckpt, &format!("{prefix}.ffn"), sizes)?,
         })
+    }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.attn.quantize_int8()?;
+        self.ffn.quantize_int8()
     }
 
     fn forward(&self, x: &Tensor, rope: &Rope, source: &KvSource) -> Result<Tensor> {
@@ -128,6 +141,11 @@ impl Transformer {
             sizes,
             device: device.clone(),
         })
+    }
+
+    /// Store every block's projections as int8 ([`crate::linear::Linear::quantize_int8`]).
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.blocks.iter_mut().try_for_each(Block::quantize_int8)
     }
 
     pub fn sizes(&self) -> &Sizes {

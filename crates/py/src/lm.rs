@@ -181,11 +181,33 @@ impl SpeechLM {
 
 #[pymethods]
 impl SpeechLM {
-    /// Load an LM from a model directory holding ``config.json`` and ``model.safetensors``.
+    /// Load an LM from a model directory holding ``config.json`` and ``model.safetensors`` (or
+    /// a Hugging Face Llama directory). ``weights="int8"`` stores the transformer's projections
+    /// and the main heads as int8 with one scale per output row: decoding steps read a quarter
+    /// of the bytes; logits move by the rounding (docs/lm.md, "int8 weights").
     #[staticmethod]
-    #[pyo3(text_signature = "(path: str | os.PathLike[str]) -> SpeechLM")]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let engine = without_gil(py, move || Engine::load(&path))?;
+    #[pyo3(
+        signature = (path, weights="float32"),
+        text_signature = "(path: str | os.PathLike[str], weights: str = 'float32') -> SpeechLM"
+    )]
+    fn load(py: Python<'_>, path: PathBuf, weights: &str) -> PyResult<Self> {
+        let int8 = match weights {
+            "float32" => false,
+            "int8" => true,
+            other => {
+                return Err(input_error(
+                    py,
+                    format!("weights must be \"float32\" or \"int8\", got {other:?}"),
+                ))
+            }
+        };
+        let engine = without_gil(py, move || {
+            let mut lm = Engine::load(&path)?;
+            if int8 {
+                lm.quantize_int8()?;
+            }
+            Ok(lm)
+        })?;
         Ok(Self {
             engine: Arc::new(engine),
         })
