@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,3 +53,31 @@ def test_gil_is_released_during_decode(export_codec) -> None:
     thread.join()
     # With the GIL held for the whole decode this loop could not run until it finished.
     assert spins > 1000
+
+
+def test_set_num_threads_before_first_use() -> None:
+    """``si.set_num_threads`` sizes the pool before the first model call and refuses to change
+    it afterwards; a fresh interpreter each, since the pool lives as long as the process."""
+    script = """
+import numpy as np, speechinfer as si
+assert si.num_threads() >= 1
+for bad in (0, -3):
+    try:
+        si.set_num_threads(bad)
+    except si.InputError as error:
+        assert "n must be >= 1" in str(error)
+    else:
+        raise AssertionError("accepted a bad thread count")
+si.set_num_threads(1)
+assert si.num_threads() == 1
+si.set_num_threads(1)  # the same size again is fine
+try:
+    si.set_num_threads(2)
+except si.InputError as error:
+    assert "already runs 1 threads" in str(error), error
+else:
+    raise AssertionError("resized a running pool")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

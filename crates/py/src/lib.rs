@@ -8,6 +8,7 @@ mod errors;
 mod lm;
 mod sampling;
 mod session;
+mod threads;
 
 use pyo3::prelude::*;
 
@@ -21,6 +22,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sampling::Sampling>()?;
     m.add_class::<session::Session>()?;
     m.add_class::<session::GenerationStream>()?;
+    m.add_function(wrap_pyfunction!(threads::set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(threads::num_threads, m)?)?;
     m.add("NO_INPUT", speechinfer_lm::NO_INPUT)?;
     m.add("SAMPLE", speechinfer_lm::SAMPLE)?;
     Ok(())
