@@ -36,9 +36,15 @@ pub fn set_num_threads(py: Python<'_>, n: i64) -> PyResult<()> {
     Ok(())
 }
 
-/// The number of CPU threads the engine computes with.
+/// The number of CPU threads the engine computes with (asking does not start the pool).
 #[pyfunction]
 #[pyo3(text_signature = "() -> int")]
 pub fn num_threads() -> usize {
-    rayon::current_num_threads()
+    // rayon sizes its pool from this variable when it starts, and set_num_threads keeps it in
+    // step; current_num_threads() would start the pool and fix its size.
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(rayon::current_num_threads)
 }
