@@ -11,9 +11,10 @@ RUNS=${RUNS:-$HOME/.cache/speechinfer/runs}
 CORPUS=${CORPUS:-$HOME/.cache/speechinfer/corpus}
 SENTENCES=${SENTENCES:-800}
 VOICES=${VOICES:-rms,slt,awb,festival_slt}
-CODEC_STEPS=${CODEC_STEPS:-3000}
+CODEC_STEPS=${CODEC_STEPS:-6400}
+DECODER_STEPS=${DECODER_STEPS:-3000}
 TEXT_LM_STEPS=${TEXT_LM_STEPS:-300}
-TTS_STEPS=${TTS_STEPS:-1500}
+TTS_STEPS=${TTS_STEPS:-3000}
 DPO_STEPS=${DPO_STEPS:-32}
 Q=${Q:-4}
 THREADS=${THREADS:-2}
@@ -34,13 +35,21 @@ python -m $PKG.alignment --manifest "$CORPUS/manifest.jsonl" --jobs "$THREADS"
 python -m $PKG.train_codec --data "$CORPUS/train.jsonl" --out "$RUNS/codec" --steps "$CODEC_STEPS" \
   --checkpoint-every 100 --batch-size 8 --segment-seconds 0.5 --threads "$THREADS" \
   --export-dtype float16 --quantizer-dropout 0.3 --resume
-python -m $PKG.tts_data --manifest "$CORPUS/manifest.jsonl" --codec "$RUNS/codec/model" \
+# The codes are those of the codec at this point (kept aside: the decoder phase re-exports it).
+[ -d "$RUNS/codec_tokens" ] || cp -r "$RUNS/codec/model" "$RUNS/codec_tokens"
+python -m $PKG.tts_data --manifest "$CORPUS/manifest.jsonl" --codec "$RUNS/codec_tokens" \
   --out "$RUNS/shards" --num-codebooks "$Q"
+# The decoder alone goes on learning: the encoder and codebooks, hence the shards, stay as they are.
+python -m $PKG.train_codec --data "$CORPUS/train.jsonl" --out "$RUNS/codec" \
+  --steps $((CODEC_STEPS + DECODER_STEPS)) --checkpoint-every 100 --batch-size 8 \
+  --segment-seconds 0.5 --threads "$THREADS" --export-dtype float16 --quantizer-dropout 0.3 \
+  --resume --freeze-encoder
 python -m $PKG.train_text_lm --out "$RUNS/text_lm" --steps "$TEXT_LM_STEPS" \
   --manifest "$CORPUS/manifest.jsonl" --fortunes 20000 "${LM_SIZES[@]}" --threads "$THREADS"
 python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$TTS_STEPS" \
   --init-from "$RUNS/text_lm/model" "${LM_SIZES[@]}" --threads "$THREADS" --resume \
-  --layout aligned --lead "${LEAD:-12}"
+  --layout aligned --lead "${LEAD:-12}" --text-loss-weight 0.5 --cosine \
+  --codec "$RUNS/codec/model"
 python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
   --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
 python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/aligned" \
