@@ -82,7 +82,7 @@ impl Q8Matrix {
         assert_eq!(x.len(), rows * k, "Q8Matrix::matmul_xwt: bad slice length");
         let simd = has_avx2_fma();
         by_weight_rows(x, rows, n, k, |j, xs, out| {
-            dots_q8(xs, &self.data[j * k..(j + 1) * k], out, simd);
+            dots(xs, &self.data[j * k..(j + 1) * k], out, simd);
             for value in out.iter_mut() {
                 *value *= self.scales[j];
             }
@@ -139,9 +139,43 @@ fn has_avx2_fma() -> bool {
     }
 }
 
+/// A weight element the dot kernels read: f32, or int8 (scaled by the caller).
+trait Weight: Copy + Into<f32> {
+    /// Eight consecutive weights from `ptr` as f32 lanes.
+    ///
+    /// # Safety
+    /// AVX2 must be available and `ptr .. ptr + 8` readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Weight for f32 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(ptr: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees 8 readable floats.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(ptr) }
+    }
+}
+
+impl Weight for i8 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(ptr: *const i8) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 8 readable bytes.
+        unsafe {
+            let bytes = _mm_loadl_epi64(ptr as *const __m128i);
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+        }
+    }
+}
+
 /// `out[m] = x[m] · w` for the `out.len()` (≤ [`BLOCK`]) rows of `x`. Each row's sum is computed
 /// in the same order whatever the other rows, so results do not depend on the block.
-fn dots(x: &[f32], w: &[f32], out: &mut [f32], simd: bool) {
+fn dots<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: AVX2 and FMA are available (`has_avx2_fma`); slices are bounds-checked below.
@@ -156,7 +190,7 @@ fn dots(x: &[f32], w: &[f32], out: &mut [f32], simd: bool) {
         let body = k / 8 * 8;
         for i in (0..body).step_by(8) {
             for j in 0..8 {
-                lanes[j] += row[i + j] * w[i + j];
+                lanes[j] += row[i + j] * w[i + j].into();
             }
         }
         *cell = reduce8(lanes) + tail_dot(&row[body..], &w[body..]);
@@ -167,13 +201,15 @@ fn reduce8(l: [f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
-fn tail_dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0f32, |acc, (x, y)| acc + x * y)
+fn tail_dot<W: Weight>(a: &[f32], b: &[W]) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0f32, |acc, (x, &y)| acc + x * y.into())
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dots_avx2(x: &[f32], w: &[f32], out: &mut [f32]) {
+unsafe fn dots_avx2<W: Weight>(x: &[f32], w: &[W], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let k = w.len();
     let rows = out.len();
@@ -184,7 +220,7 @@ unsafe fn dots_avx2(x: &[f32], w: &[f32], out: &mut [f32]) {
     let mut i = 0;
     while i < body {
         // SAFETY: i + 8 <= body <= k, so every load is inside `w` and inside row m of `x`.
-        let wv = unsafe { _mm256_loadu_ps(wp.add(i)) };
+        let wv = unsafe { W::load8(wp.add(i)) };
         for (m, a) in acc.iter_mut().enumerate().take(rows) {
             let xv = unsafe { _mm256_loadu_ps(xp.add(m * k + i)) };
             *a = _mm256_fmadd_ps(xv, wv, *a);
@@ -196,66 +232,6 @@ unsafe fn dots_avx2(x: &[f32], w: &[f32], out: &mut [f32]) {
         // SAFETY: `lanes` holds exactly 8 f32.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[m]) };
         *cell = reduce8(lanes) + tail_dot(&x[m * k + body..(m + 1) * k], &w[body..]);
-    }
-}
-
-/// `out[m] = x[m] · w` for int8 `w` (unscaled), like [`dots`].
-fn dots_q8(x: &[f32], w: &[i8], out: &mut [f32], simd: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: AVX2 and FMA are available (`has_avx2_fma`); slices are bounds-checked below.
-        unsafe { dots_q8_avx2(x, w, out) };
-        return;
-    }
-    let _ = simd;
-    let k = w.len();
-    for (m, cell) in out.iter_mut().enumerate() {
-        let row = &x[m * k..(m + 1) * k];
-        let mut lanes = [0f32; 8];
-        let body = k / 8 * 8;
-        for i in (0..body).step_by(8) {
-            for j in 0..8 {
-                lanes[j] += row[i + j] * f32::from(w[i + j]);
-            }
-        }
-        *cell = reduce8(lanes) + tail_dot_q8(&row[body..], &w[body..]);
-    }
-}
-
-fn tail_dot_q8(a: &[f32], b: &[i8]) -> f32 {
-    a.iter()
-        .zip(b)
-        .fold(0f32, |acc, (x, &q)| acc + x * f32::from(q))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_q8_avx2(x: &[f32], w: &[i8], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let k = w.len();
-    let rows = out.len();
-    assert!(rows <= BLOCK && x.len() == rows * k);
-    let body = k / 8 * 8;
-    let mut acc = [_mm256_setzero_ps(); BLOCK];
-    let (xp, wp) = (x.as_ptr(), w.as_ptr());
-    let mut i = 0;
-    while i < body {
-        // SAFETY: i + 8 <= body <= k: the 8 weight bytes and 8 floats of row m are in bounds.
-        let wv = unsafe {
-            let bytes = _mm_loadl_epi64(wp.add(i) as *const __m128i);
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
-        };
-        for (m, a) in acc.iter_mut().enumerate().take(rows) {
-            let xv = unsafe { _mm256_loadu_ps(xp.add(m * k + i)) };
-            *a = _mm256_fmadd_ps(xv, wv, *a);
-        }
-        i += 8;
-    }
-    for (m, cell) in out.iter_mut().enumerate() {
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds exactly 8 f32.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[m]) };
-        *cell = reduce8(lanes) + tail_dot_q8(&x[m * k + body..(m + 1) * k], &w[body..]);
     }
 }
 
