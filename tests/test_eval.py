@@ -80,6 +80,8 @@ def test_nonword_rule_and_grid() -> None:
     assert ev.make_nonword("queue", lexicon) is None  # no single-vowel nucleus
     grid = ev.tts_grid(5, np.array([[7, 8], [9, 10]]), [C, C])
     assert grid.tolist() == [[[5, 3, 0, 0, 0], [-1, -1, 7, 8, C], [-1, -1, 9, 10, C]]]
+    aligned = ev.tts_grid(5, np.array([[7, 8], [9, 10]]), [C, C], layout="aligned")
+    assert aligned.tolist() == [[[5, 0, 0, 0], [-1, 7, 8, C], [-1, 9, 10, C]]]
 
 
 def char_tokenizer() -> Tokenizer:

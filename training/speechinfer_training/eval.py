@@ -121,6 +121,7 @@ class Models:
         if len(streams) < 2 or streams[0]["role"] != "text" or streams[0]["pad_id"] != TEXT_PAD:
             raise ValueError(f"{self.lm_dir} does not have the TTS stream layout of docs/tts.md")
         self.audio_eos = [int(s["eos_id"]) for s in streams[1:]]
+        self.layout: str = self.config.get("layout", "prefix")
         self.num_codebooks = min(len(self.audio_eos), self.codec.num_codebooks)
         self._pipeline: Any = None
 
@@ -186,13 +187,30 @@ def tts_text(text: str) -> str:
 
 
 def tts_grid(
-    voice_token: int, codes: np.ndarray, audio_eos: Sequence[int], text_ids: Sequence[int] = ()
+    voice_token: int,
+    codes: np.ndarray,
+    audio_eos: Sequence[int],
+    text_ids: Sequence[int] = (),
+    layout: str = "prefix",
 ) -> np.ndarray:
-    """Build the ``[1, 1 + Q, L + F + 3]`` grid of docs/tts.md for text ids and codes ``[Q, F]``."""
+    """Build the grid of docs/tts.md for text ids and codes ``[Q, F]``.
+
+    ``[1, 1 + Q, L + F + 3]`` in the ``prefix`` layout; text-less ``[1, 1 + Q, F + 2]`` (voice,
+    codes beside pads, EOS) in the ``aligned`` one.
+    """
     codes = np.asarray(codes, dtype=np.int64)
     q, f = codes.shape
     if q != len(audio_eos):
         raise ValueError(f"codes have {q} codebooks, the LM {len(audio_eos)} audio streams")
+    if layout == "aligned":
+        if len(text_ids):
+            raise ValueError("tts_grid builds text-less grids only in the aligned layout")
+        grid = np.full((1, 1 + q, f + 2), NO_INPUT, dtype=np.int64)
+        grid[0, 0, 0] = voice_token
+        grid[0, 0, 1:] = TEXT_PAD
+        grid[0, 1:, 1 : 1 + f] = codes
+        grid[0, 1:, 1 + f] = np.asarray(audio_eos, dtype=np.int64)
+        return grid
     n = len(text_ids)
     grid = np.full((1, 1 + q, n + f + 3), NO_INPUT, dtype=np.int64)
     grid[0, 0, 0] = voice_token
@@ -270,7 +288,7 @@ def score_pairs(models: Models, pairs: Sequence[tuple[str, str]], voice: str) ->
         scored = []
         for text in (good, bad):
             codes = models.encode(synthesize_audio(voice, text, models.codec.sample_rate))
-            grid = tts_grid(token, codes, models.audio_eos)
+            grid = tts_grid(token, codes, models.audio_eos, layout=models.layout)
             if not models.fits(grid.shape[-1]):
                 break
             scored.append((float(models.lm.score(grid)[0]), codes.shape[1]))
