@@ -13,7 +13,7 @@ import pytest
 import speechinfer as si
 import torch
 from conftest import SMALL_CODEC, random_codec, random_lm
-from speechinfer._aligned import MAX_HOLD_FRAMES
+from speechinfer._aligned import MAX_HOLD_FRAMES, MAX_TAIL_FRAMES
 from speechinfer_training.export import save_pretrained
 from test_pipeline import HOP, TEXT_OFFSET, char_tokenizer, tts_lm_config, write_spec
 
@@ -47,15 +47,18 @@ def export_aligned_lm(path: Path, pad_bias: float | None, eos_bias: float = 0.15
     return save_pretrained(model, path, tokenizer=char_tokenizer())
 
 
-def pipeline(root: Path, pad_bias: float | None, **spec: object) -> si.Pipeline:
+def pipeline(
+    root: Path, pad_bias: float | None, eos_bias: float = 0.15, **spec: object
+) -> si.Pipeline:
     save_pretrained(random_codec(SMALL_CODEC), root / "codec")
-    export_aligned_lm(root / "lm", pad_bias)
+    export_aligned_lm(root / "lm", pad_bias, eos_bias)
     return si.Pipeline.load(write_spec(root, layout="aligned", **spec))
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory) -> si.Pipeline:
-    return pipeline(tmp_path_factory.mktemp("aligned"), None)
+    """Characters on consecutive frames (pad avoided); the end drawn from audio0's EOS."""
+    return pipeline(tmp_path_factory.mktemp("aligned"), -60.0, max_frames=60)
 
 
 def text_ids(text: str) -> list[int]:
@@ -67,7 +70,7 @@ def check_grid(grid: np.ndarray, text: str, voice: int, max_frames: int) -> int:
     assert grid.shape[0] == 3 and grid[0, 0] == 4 + voice and (grid[1:, 0] == -1).all()
     said = [t for t in grid[0, 1:] if t != PAD]
     assert said == [*text_ids(text), EOS][: len(said)]
-    ended = grid[1, -1] == C
+    ended = bool((grid[1:, -1] == C).all())
     frames = grid.shape[1] - 1 - int(ended)
     assert frames <= max_frames and (ended or frames == max_frames)
     assert ((grid[1:, 1 : 1 + frames] >= 0) & (grid[1:, 1 : 1 + frames] < C)).all()
@@ -79,12 +82,14 @@ def test_say_decodes_the_generated_grid(pipe: si.Pipeline) -> None:
     lengths = set()
     for seed in range(5):
         [grid] = pipe.generate_grids("  Hello\tTHERE. ", "slt", [seed])
-        frames = check_grid(grid, "hello there.", 1, 40)
+        frames = check_grid(grid, "hello there.", 1, 60)
         audio = pipe.say("Hello there.", voice="slt", seed=seed)
         expected = pipe.codec.decode(grid[None, 1:, 1 : 1 + frames])[0] if frames else []
         np.testing.assert_array_equal(audio, np.asarray(expected, dtype=np.float32))
         lengths.add(audio.shape[0] // HOP)
-    assert len(lengths) > 1 and min(lengths) < 40  # the LM ends its speech
+    # Speech ends where the model says, never before the audio reaches the text's eos (frame 13,
+    # after 12 audio frames).
+    assert len(lengths) > 1 and 12 <= min(lengths) < 60
 
 
 def test_the_model_times_the_text(tmp_path: Path) -> None:
@@ -99,6 +104,10 @@ def test_the_model_times_the_text(tmp_path: Path) -> None:
     n = len("abc de") + 1
     assert list(grid[0, 1 : 1 + n]) == [*text_ids("abc de"), EOS][: grid.shape[1] - 1]
     assert (grid[0, 1 + n :] == PAD).all()
+    # A model that never ends is ended MAX_TAIL_FRAMES after the text's eos (frame 3 for "ab").
+    endless = pipeline(tmp_path / "endless", -60.0, eos_bias=-60.0, max_frames=120)
+    [grid] = endless.generate_grids("ab", None, [0])
+    assert grid.shape[1] == 1 + 3 + MAX_TAIL_FRAMES and (grid[1:, -1] == C).all()
 
 
 def test_seeds_progress_and_threads(pipe: si.Pipeline) -> None:

@@ -69,6 +69,10 @@ class Pipeline:
         self._check_layout(where)
         self._check_context(where)
         self._sampling = _audio_sampling(spec["sampling"], self._codec, self._lm.num_streams - 1)
+        # The aligned layout draws the end of speech itself (see _aligned): no EOS sampled.
+        self._aligned_sampling = _audio_sampling(
+            spec["sampling"], self._codec, self._lm.num_streams - 1, eos=False
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> Pipeline:
@@ -319,7 +323,7 @@ class Pipeline:
         """The ``aligned`` layout's grid for ``prompt`` (voice, text ids, sep; see prompts)."""
         return generate_aligned(
             self._lm,
-            self._sampling,
+            self._aligned_sampling,
             int(prompt[0, 0]),
             [int(i) for i in prompt[0, 1:-1]],
             self._max_frames,
@@ -504,12 +508,14 @@ def _check_models(
     return unknown
 
 
-def _audio_sampling(kwargs: dict[str, Any], codec: Codec, q: int) -> list[Sampling]:
+def _audio_sampling(
+    kwargs: dict[str, Any], codec: Codec, q: int, eos: bool = True
+) -> list[Sampling]:
     """Per-stream sampling: the text stream only pads; the audio streams use ``pipeline.json``'s
-    ``sampling``, restricted to codes (and EOS for the end stream, audio0) unless it names its
-    own ``allowed_tokens``."""
+    ``sampling``, restricted to codes (and, with ``eos``, EOS for the end stream, audio0) unless
+    it names its own ``allowed_tokens``."""
     c = codec.codebook_size
-    allowed = [list(range(c + 1))] + [list(range(c))] * (q - 1)
+    allowed = [list(range(c + int(eos)))] + [list(range(c))] * (q - 1)
     try:
         audio = [Sampling(**({"allowed_tokens": ids} | kwargs)) for ids in allowed]
     except (TypeError, InputError) as err:
