@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from speechinfer_training.codec import Codec as TwinCodec
@@ -77,3 +78,16 @@ def export_codec(tmp_path: Path) -> Callable[..., tuple[TwinCodec, Path]]:
 def export_lm(tmp_path: Path) -> Callable[..., tuple[TwinLM, Path]]:
     """Build a random LM twin from a config, export it, return (twin, model directory)."""
     return _exporter(tmp_path, random_lm, "lm")
+
+
+def chirp_signal(seconds: float, batch: int, seed: int, rate: int) -> np.ndarray:
+    """Deterministic test audio: AM-modulated chirps (one per batch item) plus a little noise."""
+    n = int(seconds * rate)
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate
+    rows = []
+    for b in range(batch):
+        chirp = np.sin(2 * np.pi * (110 * (b + 1) * t + 400 * t**2))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * (2 + b) * t)
+        rows.append(0.4 * chirp * envelope + 0.05 * rng.standard_normal(n))
+    return np.stack(rows).astype(np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import speechinfer as si
 import torch
+from conftest import chirp_signal
 
 loaders = pytest.importorskip(
     "moshi.models.loaders", reason="the PyTorch `moshi` package (Mimi reference) is not installed"
@@ -26,16 +27,7 @@ HOP = 1920
 
 
 def test_signal(seconds: float, batch: int, seed: int) -> np.ndarray:
-    """Deterministic test audio: AM-modulated chirps (one per batch item) plus a little noise."""
-    n = int(seconds * SR)
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / SR
-    rows = []
-    for b in range(batch):
-        chirp = np.sin(2 * np.pi * (110 * (b + 1) * t + 400 * t**2))
-        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * (2 + b) * t)
-        rows.append(0.4 * chirp * envelope + 0.05 * rng.standard_normal(n))
-    return np.stack(rows).astype(np.float32)
+    return chirp_signal(seconds, batch, seed, SR)
 
 
 test_signal.__test__ = False  # a helper, not a test

@@ -6,19 +6,7 @@ use speechinfer_core::weights::Checkpoint;
 use super::conv::pad1d;
 use super::*;
 use crate::state::StreamState;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use crate::test_util::max_abs_diff;
 
 const DEFAULT_CONFIG: &str = r#"{"model_type": "encodec", "chunk_length_s": null}"#;
 
