@@ -71,6 +71,6 @@ def test_int8_decoding_steps_match_the_dequantized_twin(models) -> None:
     np.testing.assert_array_equal(int8.generate(prompt[1:], max_frames=32), got[1:])
 
 
-def test_bad_weights_argument(models, tmp_path) -> None:
+def test_bad_weights_argument(tmp_path) -> None:
     with pytest.raises(si.InputError, match='weights must be "float32" or "int8"'):
         si.SpeechLM.load(tmp_path, weights="int4")
