@@ -89,6 +89,37 @@ def hf_encode(model, wave: np.ndarray, bandwidth: float, mask: np.ndarray | None
     return out.audio_codes[0].numpy()
 
 
+def reference_ties(model, wave: np.ndarray, q: int, rel: float = 1e-5) -> np.ndarray:
+    """[B, q, F] bool: where the reference's nearest codeword wins by less than `rel` of its
+    squared distance, i.e. a tie that f32 rounding in the convs may break either way."""
+    with torch.no_grad():
+        x = model.encoder(torch.from_numpy(wave)[:, None]).transpose(1, 2)
+        ties = []
+        for layer in model.quantizer.layers[:q]:
+            embed = layer.codebook.embed
+            dist = (x**2).sum(-1, keepdim=True) - 2 * x @ embed.T + (embed**2).sum(-1)
+            best, second = dist.topk(2, largest=False).values.unbind(-1)
+            ties.append((second - best) < rel * best.abs())
+            x = x - embed[dist.argmin(-1)]
+    return torch.stack(ties, 1).numpy()
+
+
+def assert_codes_match(got: np.ndarray, want: np.ndarray, ties: np.ndarray) -> None:
+    """Equal codes, except that a frame may differ from its first reference near-tie on (the
+    residuals of later codebooks then differ too); there must be few such frames."""
+    assert got.shape == want.shape
+    differs = got != want
+    first = differs.argmax(1)  # [B, F]: the first differing codebook of each frame
+    b_idx, f_idx = np.nonzero(differs.any(1))
+    unexplained = [
+        (b, first[b, f], f)
+        for b, f in zip(b_idx, f_idx, strict=True)
+        if not ties[b, first[b, f], f]
+    ]
+    assert not unexplained, f"codes differ without a reference tie at (b, q, f) {unexplained}"
+    assert len(b_idx) <= max(1, differs.shape[-1] // 50), f"{len(b_idx)} frames differ"
+
+
 def hf_decode(model, codes: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model.decode(torch.from_numpy(codes)[None], [None]).audio_values.numpy()[:, 0]
@@ -119,10 +150,11 @@ def test_encode_matches_transformers(model_dir, codec, reference, wave, bandwidt
     want = hf_encode(reference, wave, bandwidth)
     assert want.shape == (2, q, int(np.ceil(wave.shape[1] / HOP)))
     assert len(np.unique(want[:, 0])) > 10, "degenerate reference codes"
-    np.testing.assert_array_equal(si.Codec.load(model_dir, num_codebooks=q).encode(wave), want)
+    ties = reference_ties(reference, wave, q)
+    assert_codes_match(si.Codec.load(model_dir, num_codebooks=q).encode(wave), want, ties)
     # Fewer codebooks are a prefix of more: the default (32) codec's first q rows agree.
-    np.testing.assert_array_equal(codec.encode(wave)[:, :q], want)
-    np.testing.assert_array_equal(codec.encode(wave[1])[:, :q], want[1:])
+    assert_codes_match(codec.encode(wave)[:, :q], want, ties)
+    assert_codes_match(codec.encode(wave[1])[:, :q], want[1:], ties[1:])
 
 
 def test_padding_mask_is_zeroed_audio(codec, reference, wave) -> None:

@@ -1,17 +1,89 @@
 //! Causal convolutions with carried state, so that chunked calls equal one whole call.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, Device, Storage, Tensor};
+use rayon::prelude::*;
+use speechinfer_core::activation::elu_into;
+use speechinfer_core::conv::{PackedConv1d, PackedConvTranspose1d};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
 use crate::state::{zeros_like_context, Cursor};
 
-/// Conv1d padded on the left by `(k-1)*d + 1 - s` samples, taken from the previous chunk.
-pub(crate) struct CausalConv1d {
+/// Runs `f` on the elements of a CPU f32 tensor (made contiguous first); `None` for any other
+/// device or dtype, which then take candle's path.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    if !is_cpu_f32(t) {
+        return Ok(None);
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(f(&values[start..end])))
+}
+
+fn cpu_f32_values(t: &Tensor) -> Result<Option<Vec<f32>>> {
+    with_cpu_f32(t, <[f32]>::to_vec)
+}
+
+/// A conv1d over an input already padded by the caller, with bias: the direct kernel of
+/// `speechinfer_core::conv` for CPU f32, candle's conv1d otherwise.
+pub(crate) struct Conv1dCore {
     weight: Tensor,
     bias: Tensor,
     stride: usize,
     dilation: usize,
+    packed: Option<PackedConv1d>,
+}
+
+impl Conv1dCore {
+    /// `weight`: `[Cout, Cin, k]`; `bias`: `[Cout]`.
+    pub fn new(weight: Tensor, bias: &Tensor, stride: usize, dilation: usize) -> Result<Self> {
+        let (cout, cin, kernel) = weight.dims3()?;
+        let packed = match (cpu_f32_values(&weight)?, cpu_f32_values(bias)?) {
+            (Some(w), Some(b)) => Some(PackedConv1d::new(
+                &w,
+                &b,
+                (cout, cin, kernel),
+                stride,
+                dilation,
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            weight,
+            bias: bias.reshape((1, cout, 1))?,
+            stride,
+            dilation,
+            packed,
+        })
+    }
+
+    /// `input`: `[B, Cin, T]` → `[B, Cout, (T - span) / stride + 1]`.
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        if let Some(packed) = &self.packed {
+            let (b, _, t) = input.dims3()?;
+            let run = with_cpu_f32(input, |x| packed.forward(x, b, t))?;
+            if let Some(y) = run {
+                let t_out = packed.output_len(t);
+                return Ok(Tensor::from_vec(
+                    y,
+                    (b, packed.cout(), t_out),
+                    &Device::Cpu,
+                )?);
+            }
+        }
+        let y = input.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
+        Ok(y.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Conv1d padded on the left by `(k-1)*d + 1 - s` samples, taken from the previous chunk.
+pub(crate) struct CausalConv1d {
+    core: Conv1dCore,
     context: usize,
 }
 
@@ -41,7 +113,7 @@ impl CausalConv1d {
         dilation: usize,
         name: &str,
     ) -> Result<Self> {
-        let (cout, _, kernel) = weight.dims3()?;
+        let (_, _, kernel) = weight.dims3()?;
         let span = (kernel - 1) * dilation + 1;
         if span < stride {
             return Err(Error::config(format!(
@@ -49,23 +121,37 @@ impl CausalConv1d {
             )));
         }
         Ok(Self {
-            weight,
-            bias: bias.reshape((1, cout, 1))?,
-            stride,
-            dilation,
+            core: Conv1dCore::new(weight, bias, stride, dilation)?,
             context: span - stride,
         })
     }
 
     /// `x`: `[B, Cin, T]` with T a multiple of the stride → `[B, Cout, T / stride]`.
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+        self.forward_with(x, cursor, Pre::Identity, None)
+    }
+
+    /// `forward(pre(x)) + residual`, fused into one pass over the input and the output on CPU.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        cursor: &mut Cursor,
+        pre: Pre,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let slot = cursor.next_slot();
+        if let Some(packed) = &self.core.packed {
+            if is_cpu_f32(x) && residual.is_none_or(is_cpu_f32) {
+                return self.forward_direct(packed, x, slot, pre, residual);
+            }
+        }
+        let x = pre.apply(x)?;
         let input = if self.context > 0 {
             let previous = match slot.take() {
                 Some(prev) => prev,
-                None => zeros_like_context(x, self.context)?,
+                None => zeros_like_context(&x, self.context)?,
             };
-            let joined = Tensor::cat(&[&previous, x], 2)?;
+            let joined = Tensor::cat(&[&previous, &x], 2)?;
             let len = joined.dim(2)?;
             *slot = Some(
                 joined
@@ -74,11 +160,100 @@ impl CausalConv1d {
             );
             joined
         } else {
-            x.clone()
+            x
         };
-        let y = input.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
-        Ok(y.broadcast_add(&self.bias)?)
+        let y = self.core.forward(&input)?;
+        Ok(match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        })
     }
+
+    /// The CPU path: the carried context and `pre(x)` joined in one pass, then the kernel.
+    fn forward_direct(
+        &self,
+        packed: &PackedConv1d,
+        x: &Tensor,
+        slot: &mut Option<Tensor>,
+        pre: Pre,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, cin, t) = x.dims3()?;
+        let ctx = self.context;
+        let width = ctx + t;
+        let previous = match slot.take() {
+            Some(p) => cpu_f32_values(&p)?,
+            None => None,
+        };
+        let mut joined = vec![0f32; b * cin * width];
+        with_cpu_f32(x, |xs| {
+            joined
+                .par_chunks_mut(width)
+                .enumerate()
+                .for_each(|(row, out)| {
+                    if let Some(prev) = &previous {
+                        out[..ctx].copy_from_slice(&prev[row * ctx..(row + 1) * ctx]);
+                    }
+                    pre.apply_slice(&xs[row * t..(row + 1) * t], &mut out[ctx..]);
+                })
+        })?;
+        if ctx > 0 {
+            let tail: Vec<f32> = joined
+                .chunks(width)
+                .flat_map(|row| &row[t..])
+                .copied()
+                .collect();
+            *slot = Some(Tensor::from_vec(tail, (b, cin, ctx), &Device::Cpu)?);
+        }
+        let y = match residual {
+            Some(r) => with_cpu_f32(r, |r| packed.forward_onto(&joined, b, width, Some(r)))?
+                .ok_or_else(|| Error::internal("conv residual is not CPU f32"))?,
+            None => packed.forward(&joined, b, width),
+        };
+        let t_out = packed.output_len(width);
+        Ok(Tensor::from_vec(
+            y,
+            (b, packed.cout(), t_out),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+/// What a conv applies to its input first (fused into the conv's input pass on CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pre {
+    Identity,
+    /// ELU with α = 1.
+    Elu,
+}
+
+impl Pre {
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Pre::Identity => x.clone(),
+            Pre::Elu => x.elu(1.0)?,
+        })
+    }
+
+    fn apply_slice(self, src: &[f32], dst: &mut [f32]) {
+        match self {
+            Pre::Identity => dst.copy_from_slice(src),
+            Pre::Elu => elu_into(src, dst),
+        }
+    }
+
+    /// `pre(x)` as a new CPU buffer, rows in parallel.
+    fn apply_values(self, x: &[f32], row: usize) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(row.max(1))
+            .zip(x.par_chunks(row.max(1)))
+            .for_each(|(d, s)| self.apply_slice(s, d));
+        out
+    }
+}
+
+fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
 }
 
 /// ConvTranspose1d whose last `k - s` outputs are an overlap tail completed by the next chunk.
@@ -94,6 +269,8 @@ pub(crate) struct CausalConvTranspose1d {
     /// Kernel length in strides, rounded up.
     spans: usize,
     tail: usize,
+    /// The direct kernel and the bias values, for CPU f32 weights.
+    packed: Option<(PackedConvTranspose1d, Vec<f32>)>,
 }
 
 impl CausalConvTranspose1d {
@@ -118,6 +295,13 @@ impl CausalConvTranspose1d {
     pub fn new(weight: &Tensor, bias: Tensor, stride: usize) -> Result<Self> {
         let (cin, cout, kernel) = weight.dims3()?;
         let spans = kernel.div_ceil(stride);
+        let packed = match (cpu_f32_values(weight)?, cpu_f32_values(&bias)?) {
+            (Some(w), Some(b)) => Some((
+                PackedConvTranspose1d::new(&w, (cin, cout, kernel), stride),
+                b,
+            )),
+            _ => None,
+        };
         let padded = weight.pad_with_zeros(2, 0, spans * stride - kernel)?;
         let columns = padded
             .reshape((cin, cout * spans * stride))?
@@ -130,6 +314,7 @@ impl CausalConvTranspose1d {
             stride,
             spans,
             tail: kernel - stride,
+            packed,
         })
     }
 
@@ -159,7 +344,25 @@ impl CausalConvTranspose1d {
 
     /// `x`: `[B, Cin, n]` → `[B, Cout, n * stride]`.
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+        self.forward_with(x, cursor, Pre::Identity)
+    }
+
+    /// `forward(pre(x))`.
+    pub fn forward_with(&self, x: &Tensor, cursor: &mut Cursor, pre: Pre) -> Result<Tensor> {
         let slot = cursor.next_slot();
+        if let Some((packed, bias)) = &self.packed {
+            let (b, _, n) = x.dims3()?;
+            if n > 0 {
+                let run = with_cpu_f32(x, |v| match pre {
+                    Pre::Identity => packed.forward(v, b, n),
+                    _ => packed.forward(&pre.apply_values(v, n), b, n),
+                })?;
+                if let Some(full) = run {
+                    return self.finish_direct(full, bias, b * self.cout, n, slot);
+                }
+            }
+        }
+        let x = &pre.apply(x)?;
         let mut y = self.overlap_add(x)?;
         let emitted = x.dim(2)? * self.stride;
         if self.tail > 0 {
@@ -171,6 +374,60 @@ impl CausalConvTranspose1d {
             *slot = Some(y.narrow(2, emitted, self.tail)?.contiguous()?);
         }
         Ok(y.narrow(2, 0, emitted)?.broadcast_add(&self.bias)?)
+    }
+}
+
+impl CausalConvTranspose1d {
+    /// Completes the direct kernel's full output `[rows, n * stride + tail]`: adds the carried
+    /// tail, keeps the new one, emits `[rows, n * stride]` with bias.
+    fn finish_direct(
+        &self,
+        mut full: Vec<f32>,
+        bias: &[f32],
+        rows: usize,
+        n: usize,
+        slot: &mut Option<Tensor>,
+    ) -> Result<Tensor> {
+        let (emitted, tail) = (n * self.stride, self.tail);
+        let len = emitted + tail;
+        if let Some(previous) = slot.take() {
+            with_cpu_f32(&previous, |p| {
+                for r in 0..rows {
+                    let head = &mut full[r * len..r * len + tail];
+                    head.iter_mut()
+                        .zip(&p[r * tail..(r + 1) * tail])
+                        .for_each(|(y, c)| *y += c);
+                }
+            })?
+            .ok_or_else(|| Error::internal("transposed conv state is not CPU f32"))?;
+        }
+        let mut out = vec![0f32; rows * emitted];
+        // One slot per row even without a tail, so that the zip below visits every row.
+        let mut carried = vec![0f32; rows * tail.max(1)];
+        out.par_chunks_mut(emitted.max(1))
+            .zip(carried.par_chunks_mut(tail.max(1)))
+            .enumerate()
+            .for_each(|(r, (out, carried))| {
+                let row = &full[r * len..(r + 1) * len];
+                let b = bias[r % self.cout];
+                out.iter_mut()
+                    .zip(&row[..emitted])
+                    .for_each(|(o, y)| *o = y + b);
+                carried[..tail].copy_from_slice(&row[emitted..]);
+            });
+        let batch = rows / self.cout;
+        if tail > 0 {
+            *slot = Some(Tensor::from_vec(
+                carried,
+                (batch, self.cout, tail),
+                &Device::Cpu,
+            )?);
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (batch, self.cout, emitted),
+            &Device::Cpu,
+        )?)
     }
 }
 

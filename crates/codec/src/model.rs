@@ -66,6 +66,12 @@ struct Native {
     decoder: Decoder,
 }
 
+/// Long calls run as a stream of chunks of about this many samples per batch item. Every model
+/// here is causal with carried state, so the result is the same as one whole call, but each
+/// layer's buffers stay small enough for the allocator to reuse and for the caches: a whole 10 s
+/// Mimi decode spent a third of its time faulting in fresh zeroed pages (1.0 s vs 0.66 s).
+const CHUNK_SAMPLES: usize = 49152;
+
 enum Backend {
     Native(Box<Native>),
     Mimi(Box<Mimi>),
@@ -268,6 +274,23 @@ impl Codec {
         self.sample_rate() as f64 / self.hop_length() as f64
     }
 
+    /// Frames per chunk when a long call runs as a stream of chunks (see `CHUNK_SAMPLES`).
+    fn chunk_frames(&self, batch: usize) -> usize {
+        (CHUNK_SAMPLES / (self.hop_length() * batch.max(1))).max(1)
+    }
+
+    /// `encode_frames` chunk by chunk through one stream state.
+    fn encode_chunked(&self, wave: &Tensor, state: &mut StreamState) -> Result<Tensor> {
+        let (b, _, t) = wave.dims3()?;
+        let step = self.chunk_frames(b) * self.hop_length();
+        let mut codes = Vec::with_capacity(t.div_ceil(step));
+        for start in (0..t).step_by(step) {
+            let chunk = wave.narrow(2, start, step.min(t - start))?;
+            codes.push(self.encode_frames(&chunk, &mut state.cursor())?);
+        }
+        Ok(Tensor::cat(&codes, 2)?)
+    }
+
     /// Whole frames of audio `[B, C, n·hop]` → codes `[B, Q, n]`.
     fn encode_frames(&self, wave: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
         match &self.backend {
@@ -298,7 +321,7 @@ impl Codec {
         }
         let padded = pad_to_multiple(wave, self.hop_length())?;
         let mut state = StreamState::new(wave.dim(0)?);
-        self.encode_frames(&padded, &mut state.cursor())
+        self.encode_chunked(&padded, &mut state)
     }
 
     /// Codes `[B, q, F]` with q ≤ Q (any integer dtype) → waveform `[B, channels, F * hop]`.
@@ -310,8 +333,21 @@ impl Codec {
     /// Decode the next frames of a stream: returns exactly `F * hop` samples per stream.
     pub fn decode_step(&self, state: &mut StreamState, codes: &Tensor) -> Result<Tensor> {
         self.check_codes(codes)?;
-        state.check_batch(codes.dim(0)?, "codes")?;
-        self.decode_frames(codes, &mut state.cursor())
+        let (b, _, n) = codes.dims3()?;
+        state.check_batch(b, "codes")?;
+        let step = self.chunk_frames(b);
+        if let Backend::Mimi(m) = &self.backend {
+            return m.decode_chunked(codes, state, step);
+        }
+        if n <= step {
+            return self.decode_frames(codes, &mut state.cursor());
+        }
+        let mut audio = Vec::with_capacity(n.div_ceil(step));
+        for start in (0..n).step_by(step) {
+            let chunk = codes.narrow(2, start, step.min(n - start))?;
+            audio.push(self.decode_frames(&chunk, &mut state.cursor())?);
+        }
+        Ok(Tensor::cat(&audio, 2)?)
     }
 
     /// Encode the next samples of a stream: returns the codes of every frame completed so far
@@ -333,8 +369,7 @@ impl Codec {
             let q = self.num_codebooks();
             return Ok(Tensor::zeros((b, q, 0), DType::I64, &self.device)?);
         }
-        let ready = joined.narrow(2, 0, whole)?;
-        self.encode_frames(&ready, &mut state.cursor())
+        self.encode_chunked(&joined.narrow(2, 0, whole)?, state)
     }
 
     fn check_wave(&self, wave: &Tensor) -> Result<(usize, usize, usize)> {

@@ -5,7 +5,7 @@ use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
 
 use crate::config::CodecConfig;
-use crate::conv::{CausalConv1d, CausalConvTranspose1d, ConvSpec};
+use crate::conv::{CausalConv1d, CausalConvTranspose1d, ConvSpec, Pre};
 use crate::state::Cursor;
 
 fn conv(cin: usize, cout: usize, kernel: usize) -> ConvSpec {
@@ -46,9 +46,8 @@ impl ResidualUnit {
     }
 
     fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
-        let h = self.conv1.forward(&x.elu(1.0)?, cursor)?;
-        let h = self.conv2.forward(&h.elu(1.0)?, cursor)?;
-        Ok((x + h)?)
+        let h = self.conv1.forward_with(x, cursor, Pre::Elu, None)?;
+        self.conv2.forward_with(&h, cursor, Pre::Elu, Some(x))
     }
 }
 
@@ -121,9 +120,9 @@ impl Encoder {
         let mut x = self.conv_in.forward(x, cursor)?;
         for block in &self.blocks {
             x = run_units(&block.units, x, cursor)?;
-            x = block.down.forward(&x.elu(1.0)?, cursor)?;
+            x = block.down.forward_with(&x, cursor, Pre::Elu, None)?;
         }
-        self.conv_out.forward(&x.elu(1.0)?, cursor)
+        self.conv_out.forward_with(&x, cursor, Pre::Elu, None)
     }
 }
 
@@ -178,9 +177,9 @@ impl Decoder {
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x, cursor)?;
         for block in &self.blocks {
-            x = block.up.forward(&x.elu(1.0)?, cursor)?;
+            x = block.up.forward_with(&x, cursor, Pre::Elu)?;
             x = run_units(&block.units, x, cursor)?;
         }
-        self.conv_out.forward(&x.elu(1.0)?, cursor)
+        self.conv_out.forward_with(&x, cursor, Pre::Elu, None)
     }
 }

@@ -56,9 +56,14 @@ impl StreamState {
     }
 
     pub(crate) fn cursor(&mut self) -> Cursor<'_> {
+        self.cursor_at(0)
+    }
+
+    /// A cursor that starts at slot `pos` (a later part of the model, run on its own).
+    pub(crate) fn cursor_at(&mut self, pos: usize) -> Cursor<'_> {
         Cursor {
             slots: &mut self.slots,
-            pos: 0,
+            pos,
         }
     }
 
@@ -80,6 +85,11 @@ pub(crate) struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
+    /// The slot the next layer will get.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     pub(crate) fn next_slot(&mut self) -> &mut Option<Tensor> {
         if self.pos == self.slots.len() {
             self.slots.push(None);

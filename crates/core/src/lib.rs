@@ -1,7 +1,9 @@
 //! Shared foundations of the speechinfer engine: the error type, config and checkpoint loading,
 //! and the pure index/sampling logic that the models build on. Knows nothing of Python.
 
+pub mod activation;
 pub mod config;
+pub mod conv;
 pub mod error;
 pub mod kernels;
 pub mod weights;

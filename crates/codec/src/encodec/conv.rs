@@ -12,16 +12,14 @@ use candle_core::{DType, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
 
+use crate::conv::Conv1dCore;
 use crate::mimi::take_weight;
 use crate::state::Cursor;
 
 pub(crate) struct Conv {
-    /// `[Cout, Cin, k]`, weight norm folded.
-    weight: Tensor,
-    /// `[1, Cout, 1]`
-    bias: Tensor,
+    /// Weight `[Cout, Cin, k]` (weight norm folded) and bias.
+    core: Conv1dCore,
     stride: usize,
-    dilation: usize,
     context: usize,
     reflect: bool,
 }
@@ -37,15 +35,11 @@ impl Conv {
     ) -> Result<Self> {
         let name = format!("{prefix}.conv");
         let weight = take_weight(ckpt, &name, &[cout, cin, kernel])?;
-        let bias = ckpt
-            .take(&format!("{name}.bias"), &[cout])?
-            .reshape((1, cout, 1))?;
+        let bias = ckpt.take(&format!("{name}.bias"), &[cout])?;
         let span = (kernel - 1) * dilation + 1;
         Ok(Self {
-            weight,
-            bias,
+            core: Conv1dCore::new(weight, &bias, stride, dilation)?,
             stride,
-            dilation,
             context: span.saturating_sub(stride),
             reflect,
         })
@@ -90,8 +84,7 @@ impl Conv {
             *started_slot = Some(Tensor::ones((b, 1, 1), DType::F32, x.device())?);
             input
         };
-        let y = input.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
-        Ok(y.broadcast_add(&self.bias)?)
+        self.core.forward(&input)
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
-use crate::state::Cursor;
+use crate::state::{Cursor, StreamState};
 use quantizer::SplitRvq;
 use resample::{Downsample, Upsample};
 use seanet::{Decoder, Encoder};
@@ -248,6 +248,32 @@ impl Mimi {
         let x = self.upsample.forward(&x, cursor)?;
         let x = self.decoder_transformer.forward(&x, cursor)?;
         self.decoder.forward(&x, cursor)
+    }
+
+    /// `decode_frames` with the SEANet decoder run in chunks of `chunk_frames` code frames: the
+    /// transformer is faster on all frames at once (its weights are read once), the convs on
+    /// chunks that stay in cache.
+    pub(crate) fn decode_chunked(
+        &self,
+        codes: &Tensor,
+        state: &mut StreamState,
+        chunk_frames: usize,
+    ) -> Result<Tensor> {
+        let mut cursor = state.cursor();
+        let x = self.quantizer.decode(codes)?;
+        let x = self.upsample.forward(&x, &mut cursor)?;
+        let x = self.decoder_transformer.forward(&x, &mut cursor)?;
+        let seanet_slots = cursor.position();
+        let (len, step) = (x.dim(2)?, chunk_frames * self.config.resample_stride);
+        let mut audio = Vec::with_capacity(len.div_ceil(step));
+        for start in (0..len).step_by(step) {
+            let chunk = x.narrow(2, start, step.min(len - start))?;
+            audio.push(
+                self.decoder
+                    .forward(&chunk, &mut state.cursor_at(seanet_slots))?,
+            );
+        }
+        Ok(Tensor::cat(&audio, 2)?)
     }
 }
 

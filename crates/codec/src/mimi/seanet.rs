@@ -10,7 +10,7 @@ use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
 
 use super::{take_weight, MimiConfig};
-use crate::conv::{CausalConv1d, CausalConvTranspose1d};
+use crate::conv::{CausalConv1d, CausalConvTranspose1d, Pre};
 use crate::state::Cursor;
 
 /// `{prefix}.conv.conv.{weight,bias}`: a causal conv `cin → cout`.
@@ -72,9 +72,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
-        let h = self.conv1.forward(&x.elu(1.0)?, cursor)?;
-        let h = self.conv2.forward(&h.elu(1.0)?, cursor)?;
-        Ok((x + h)?)
+        let h = self.conv1.forward_with(x, cursor, Pre::Elu, None)?;
+        self.conv2.forward_with(&h, cursor, Pre::Elu, Some(x))
     }
 }
 
@@ -144,9 +143,9 @@ impl Encoder {
         let mut x = self.conv_in.forward(x, cursor)?;
         for stage in &self.stages {
             x = run_blocks(&stage.blocks, x, cursor)?;
-            x = stage.down.forward(&x.elu(1.0)?, cursor)?;
+            x = stage.down.forward_with(&x, cursor, Pre::Elu, None)?;
         }
-        self.conv_out.forward(&x.elu(1.0)?, cursor)
+        self.conv_out.forward_with(&x, cursor, Pre::Elu, None)
     }
 }
 
@@ -210,9 +209,9 @@ impl Decoder {
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x, cursor)?;
         for stage in &self.stages {
-            x = stage.up.forward(&x.elu(1.0)?, cursor)?;
+            x = stage.up.forward_with(&x, cursor, Pre::Elu)?;
             x = run_blocks(&stage.blocks, x, cursor)?;
         }
-        self.conv_out.forward(&x.elu(1.0)?, cursor)
+        self.conv_out.forward_with(&x, cursor, Pre::Elu, None)
     }
 }

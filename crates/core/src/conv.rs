@@ -1,0 +1,410 @@
+//! Direct 1-D convolutions on contiguous f32 buffers.
+//!
+//! A conv with kernel `K` is `K` matrix products of depth `Cin`, each reading the input (or, for a
+//! transposed conv, writing the output) in place through strides: no im2col matrix, no output
+//! transpose. Time is cut into tiles that fit in cache; tiles run in parallel and each writes its
+//! own part of the output.
+
+use rayon::prelude::*;
+
+/// Output columns per tile: the tile's `[channels, columns]` slab stays around 128 KiB.
+fn tile_columns(channels: usize) -> usize {
+    (32 * 1024 / channels.max(1)).clamp(16, 1024)
+}
+
+/// `dst[m, n] += lhs[m, k] · rhs[k, n]` with element strides `(row, column)` for each operand.
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+}
+
+impl Product {
+    /// Safety: every element addressed through the strides lies inside its buffer, and no other
+    /// thread writes the destination elements at the same time.
+    unsafe fn accumulate(self) {
+        gemm::gemm(
+            self.m,
+            self.n,
+            self.k,
+            self.dst.0,
+            self.dst.2,
+            self.dst.1,
+            true,
+            self.lhs.0,
+            self.lhs.2,
+            self.lhs.1,
+            self.rhs.0,
+            self.rhs.2,
+            self.rhs.1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A raw output pointer shared by tiles that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Through a method, so closures capture the whole `Send` wrapper, not its raw field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Conv1d weights repacked tap-major, `[K][Cout][Cin]`, so each tap is one contiguous matrix.
+#[derive(Debug, Clone)]
+pub struct PackedConv1d {
+    taps: Vec<f32>,
+    bias: Vec<f32>,
+    cout: usize,
+    cin: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+}
+
+impl PackedConv1d {
+    /// `weight`: torch layout `[Cout, Cin, K]`; `bias`: `[Cout]`.
+    pub fn new(
+        weight: &[f32],
+        bias: &[f32],
+        (cout, cin, kernel): (usize, usize, usize),
+        stride: usize,
+        dilation: usize,
+    ) -> Self {
+        assert_eq!(weight.len(), cout * cin * kernel, "conv weight size");
+        assert_eq!(bias.len(), cout, "conv bias size");
+        assert!(stride > 0 && dilation > 0 && kernel > 0);
+        let mut taps = vec![0f32; weight.len()];
+        for o in 0..cout {
+            for i in 0..cin {
+                for j in 0..kernel {
+                    taps[(j * cout + o) * cin + i] = weight[(o * cin + i) * kernel + j];
+                }
+            }
+        }
+        Self {
+            taps,
+            bias: bias.to_vec(),
+            cout,
+            cin,
+            kernel,
+            stride,
+            dilation,
+        }
+    }
+
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// Input samples one output sample sees.
+    pub fn span(&self) -> usize {
+        (self.kernel - 1) * self.dilation + 1
+    }
+
+    /// Output length of an unpadded input of `t_in` samples (0 when shorter than the span).
+    pub fn output_len(&self, t_in: usize) -> usize {
+        if t_in < self.span() {
+            0
+        } else {
+            (t_in - self.span()) / self.stride + 1
+        }
+    }
+
+    /// `x`: `[batch, Cin, t_in]`, unpadded → `[batch, Cout, output_len(t_in)]`, bias included.
+    pub fn forward(&self, x: &[f32], batch: usize, t_in: usize) -> Vec<f32> {
+        self.forward_onto(x, batch, t_in, None)
+    }
+
+    /// `forward` plus `residual` (`[batch, Cout, output_len(t_in)]`) added to the output.
+    pub fn forward_onto(
+        &self,
+        x: &[f32],
+        batch: usize,
+        t_in: usize,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        assert_eq!(x.len(), batch * self.cin * t_in, "conv input size");
+        let t_out = self.output_len(t_in);
+        if let Some(r) = residual {
+            assert_eq!(r.len(), batch * self.cout * t_out, "conv residual size");
+        }
+        let mut y = vec![0f32; batch * self.cout * t_out];
+        if t_out == 0 {
+            return y;
+        }
+        let tile = tile_columns(self.cout.max(self.cin));
+        let tiles = t_out.div_ceil(tile);
+        let out = SharedOut(y.as_mut_ptr());
+        (0..batch * tiles).into_par_iter().for_each(|job| {
+            let (b, t0) = (job / tiles, (job % tiles) * tile);
+            let n = tile.min(t_out - t0);
+            let dst = unsafe { out.ptr().add(b * self.cout * t_out + t0) };
+            for o in 0..self.cout {
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(o * t_out), n) };
+                match residual {
+                    Some(r) => {
+                        let start = (b * self.cout + o) * t_out + t0;
+                        let bias = self.bias[o];
+                        row.iter_mut()
+                            .zip(&r[start..start + n])
+                            .for_each(|(y, r)| *y = r + bias);
+                    }
+                    None => row.fill(self.bias[o]),
+                }
+            }
+            let src = &x[b * self.cin * t_in..];
+            for j in 0..self.kernel {
+                let first = t0 * self.stride + j * self.dilation;
+                // The last element read is (cin-1)*t_in + first + (n-1)*stride < cin*t_in,
+                // because t0 + n ≤ t_out.
+                unsafe {
+                    Product {
+                        m: self.cout,
+                        n,
+                        k: self.cin,
+                        dst: (dst, t_out as isize, 1),
+                        lhs: (
+                            self.taps.as_ptr().add(j * self.cout * self.cin),
+                            self.cin as isize,
+                            1,
+                        ),
+                        rhs: (src.as_ptr().add(first), t_in as isize, self.stride as isize),
+                    }
+                    .accumulate();
+                }
+            }
+        });
+        y
+    }
+}
+
+/// ConvTranspose1d weights repacked tap-major, `[K][Cout][Cin]`.
+#[derive(Debug, Clone)]
+pub struct PackedConvTranspose1d {
+    taps: Vec<f32>,
+    cout: usize,
+    cin: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl PackedConvTranspose1d {
+    /// `weight`: torch layout `[Cin, Cout, K]`.
+    pub fn new(weight: &[f32], (cin, cout, kernel): (usize, usize, usize), stride: usize) -> Self {
+        assert_eq!(
+            weight.len(),
+            cout * cin * kernel,
+            "transposed conv weight size"
+        );
+        assert!(stride > 0 && kernel > 0);
+        let mut taps = vec![0f32; weight.len()];
+        for i in 0..cin {
+            for o in 0..cout {
+                for j in 0..kernel {
+                    taps[(j * cout + o) * cin + i] = weight[(i * cout + o) * kernel + j];
+                }
+            }
+        }
+        Self {
+            taps,
+            cout,
+            cin,
+            kernel,
+            stride,
+        }
+    }
+
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// Length of the full output of `n` input frames: `(n - 1) * stride + K`.
+    pub fn output_len(&self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (n - 1) * self.stride + self.kernel
+        }
+    }
+
+    /// `x`: `[batch, Cin, n]` → the full output `[batch, Cout, output_len(n)]`, without bias:
+    /// `y[b, o, t*stride + j] = Σ_i x[b, i, t] · w[i, o, j]`.
+    pub fn forward(&self, x: &[f32], batch: usize, n: usize) -> Vec<f32> {
+        assert_eq!(x.len(), batch * self.cin * n, "transposed conv input size");
+        let len = self.output_len(n);
+        let mut y = vec![0f32; batch * self.cout * len];
+        if len == 0 {
+            return y;
+        }
+        let s = self.stride;
+        // Tiles own output samples [u0, u1); input frame t reaches samples t*s .. t*s + K.
+        let tile = tile_columns(self.cout.max(self.cin)) * s;
+        let tiles = len.div_ceil(tile);
+        let out = SharedOut(y.as_mut_ptr());
+        (0..batch * tiles).into_par_iter().for_each(|job| {
+            let (b, u0) = (job / tiles, (job % tiles) * tile);
+            let u1 = (u0 + tile).min(len);
+            let dst = unsafe { out.ptr().add(b * self.cout * len) };
+            let src = &x[b * self.cin * n..];
+            for j in 0..self.kernel {
+                // Frames t with u0 ≤ t*s + j < u1.
+                let t_lo = if u0 > j { (u0 - j).div_ceil(s) } else { 0 };
+                let t_hi = if u1 > j {
+                    ((u1 - j).div_ceil(s)).min(n)
+                } else {
+                    0
+                };
+                if t_lo >= t_hi {
+                    continue;
+                }
+                unsafe {
+                    Product {
+                        m: self.cout,
+                        n: t_hi - t_lo,
+                        k: self.cin,
+                        dst: (dst.add(t_lo * s + j), len as isize, s as isize),
+                        lhs: (
+                            self.taps.as_ptr().add(j * self.cout * self.cin),
+                            self.cin as isize,
+                            1,
+                        ),
+                        rhs: (src.as_ptr().add(t_lo), n as isize, 1),
+                    }
+                    .accumulate();
+                }
+            }
+        });
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal(len: usize, phase: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * 0.37 + phase).sin()).collect()
+    }
+
+    fn conv_reference(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        (b, cin, cout, k, s, d, t_in): (usize, usize, usize, usize, usize, usize, usize),
+    ) -> Vec<f32> {
+        let t_out = (t_in - ((k - 1) * d + 1)) / s + 1;
+        let mut y = vec![0f32; b * cout * t_out];
+        for bi in 0..b {
+            for o in 0..cout {
+                for t in 0..t_out {
+                    let mut acc = bias[o] as f64;
+                    for i in 0..cin {
+                        for j in 0..k {
+                            acc += (x[(bi * cin + i) * t_in + t * s + j * d] as f64)
+                                * (w[(o * cin + i) * k + j] as f64);
+                        }
+                    }
+                    y[(bi * cout + o) * t_out + t] = acc as f32;
+                }
+            }
+        }
+        y
+    }
+
+    fn assert_close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn conv1d_matches_definition() {
+        // Shapes include one tile and many (long t_in), strides, dilations, Cin or Cout of 1.
+        for &(b, cin, cout, k, s, d, t_in) in &[
+            (2, 3, 4, 3, 1, 1, 10),
+            (1, 1, 5, 7, 1, 1, 40),
+            (2, 6, 1, 7, 1, 3, 3000),
+            (3, 4, 5, 4, 2, 1, 2001),
+            (1, 8, 3, 10, 5, 1, 5000),
+            (2, 300, 2, 1, 1, 1, 300),
+        ] {
+            let x = signal(b * cin * t_in, 0.0);
+            let w = signal(cout * cin * k, 1.0);
+            let bias = signal(cout, 2.0);
+            let conv = PackedConv1d::new(&w, &bias, (cout, cin, k), s, d);
+            let dims = (b, cin, cout, k, s, d, t_in);
+            assert_close(
+                &conv.forward(&x, b, t_in),
+                &conv_reference(&x, &w, &bias, dims),
+            );
+        }
+    }
+
+    #[test]
+    fn conv1d_adds_the_residual() {
+        let (b, cin, cout, k, t) = (2, 3, 4, 3, 1500);
+        let x = signal(b * cin * t, 0.0);
+        let w = signal(cout * cin * k, 1.0);
+        let conv = PackedConv1d::new(&w, &[0.5; 4], (cout, cin, k), 1, 1);
+        let residual = signal(b * cout * (t - k + 1), 3.0);
+        let want: Vec<f32> = conv
+            .forward(&x, b, t)
+            .iter()
+            .zip(&residual)
+            .map(|(y, r)| y + r)
+            .collect();
+        assert_close(&conv.forward_onto(&x, b, t, Some(&residual)), &want);
+    }
+
+    #[test]
+    fn conv1d_shorter_than_span_is_empty() {
+        let conv = PackedConv1d::new(&[1.0; 6], &[0.0; 2], (2, 1, 3), 1, 2);
+        assert_eq!(conv.output_len(4), 0);
+        assert!(conv.forward(&[0.0; 4], 1, 4).is_empty());
+    }
+
+    #[test]
+    fn transposed_conv_matches_definition() {
+        for &(b, cin, cout, k, s, n) in &[
+            (2, 3, 2, 4, 2, 3),
+            (1, 2, 3, 5, 2, 400),
+            (2, 4, 1, 3, 3, 2),
+            (1, 5, 4, 16, 8, 900),
+            (3, 2, 2, 12, 6, 37),
+        ] {
+            let x = signal(b * cin * n, 0.5);
+            let w = signal(cin * cout * k, 1.5);
+            let conv = PackedConvTranspose1d::new(&w, (cin, cout, k), s);
+            let len = conv.output_len(n);
+            let mut want = vec![0f32; b * cout * len];
+            for bi in 0..b {
+                for i in 0..cin {
+                    for o in 0..cout {
+                        for t in 0..n {
+                            for j in 0..k {
+                                want[(bi * cout + o) * len + t * s + j] +=
+                                    x[(bi * cin + i) * n + t] * w[(i * cout + o) * k + j];
+                            }
+                        }
+                    }
+                }
+            }
+            assert_close(&conv.forward(&x, b, n), &want);
+        }
+    }
+}
