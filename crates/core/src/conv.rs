@@ -12,6 +12,44 @@ fn tile_columns(channels: usize) -> usize {
     (32 * 1024 / channels.max(1)).clamp(16, 1024)
 }
 
+/// Jobs over (batch item, time tile, block of output channels): when there are fewer batch
+/// items × tiles than threads (a streaming step of a few samples), output channels are split
+/// too, in blocks of at least 16 (the GEMM microkernel's height).
+struct Jobs {
+    tiles: usize,
+    rows_per_job: usize,
+    row_blocks: usize,
+}
+
+impl Jobs {
+    fn new(batch: usize, tiles: usize, cout: usize) -> Self {
+        let wanted = 2 * rayon::current_num_threads();
+        let row_blocks = wanted.div_ceil(batch * tiles).clamp(1, cout.div_ceil(16));
+        let rows_per_job = cout.div_ceil(row_blocks).next_multiple_of(16).min(cout);
+        Self {
+            tiles,
+            rows_per_job,
+            row_blocks: cout.div_ceil(rows_per_job),
+        }
+    }
+
+    fn count(&self, batch: usize) -> usize {
+        batch * self.tiles * self.row_blocks
+    }
+
+    /// Job → (batch item, tile index, output channels).
+    fn get(&self, job: usize, cout: usize) -> (usize, usize, std::ops::Range<usize>) {
+        let rows = job % self.row_blocks;
+        let job = job / self.row_blocks;
+        let o0 = rows * self.rows_per_job;
+        (
+            job / self.tiles,
+            job % self.tiles,
+            o0..(o0 + self.rows_per_job).min(cout),
+        )
+    }
+}
+
 /// `dst[m, n] += lhs[m, k] · rhs[k, n]` with element strides `(row, column)` for each operand.
 struct Product {
     m: usize,
@@ -147,20 +185,21 @@ impl PackedConv1d {
             return y;
         }
         let tile = tile_columns(self.cout.max(self.cin));
-        let tiles = t_out.div_ceil(tile);
+        let jobs = Jobs::new(batch, t_out.div_ceil(tile), self.cout);
         let out = SharedOut(y.as_mut_ptr());
-        (0..batch * tiles).into_par_iter().for_each(|job| {
-            let (b, t0) = (job / tiles, (job % tiles) * tile);
+        (0..jobs.count(batch)).into_par_iter().for_each(|job| {
+            let (b, tile_index, rows) = jobs.get(job, self.cout);
+            let t0 = tile_index * tile;
             let n = tile.min(t_out - t0);
-            let dst = unsafe { out.ptr().add(b * self.cout * t_out + t0) };
-            for o in 0..self.cout {
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(o * t_out), n) };
+            let dst = unsafe { out.ptr().add((b * self.cout + rows.start) * t_out + t0) };
+            for (r, o) in rows.clone().enumerate() {
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * t_out), n) };
                 match residual {
-                    Some(r) => {
+                    Some(res) => {
                         let start = (b * self.cout + o) * t_out + t0;
                         let bias = self.bias[o];
                         row.iter_mut()
-                            .zip(&r[start..start + n])
+                            .zip(&res[start..start + n])
                             .for_each(|(y, r)| *y = r + bias);
                     }
                     None => row.fill(self.bias[o]),
@@ -173,12 +212,14 @@ impl PackedConv1d {
                 // because t0 + n ≤ t_out.
                 unsafe {
                     Product {
-                        m: self.cout,
+                        m: rows.len(),
                         n,
                         k: self.cin,
                         dst: (dst, t_out as isize, 1),
                         lhs: (
-                            self.taps.as_ptr().add(j * self.cout * self.cin),
+                            self.taps
+                                .as_ptr()
+                                .add((j * self.cout + rows.start) * self.cin),
                             self.cin as isize,
                             1,
                         ),
@@ -253,12 +294,13 @@ impl PackedConvTranspose1d {
         let s = self.stride;
         // Tiles own output samples [u0, u1); input frame t reaches samples t*s .. t*s + K.
         let tile = tile_columns(self.cout.max(self.cin)) * s;
-        let tiles = len.div_ceil(tile);
+        let jobs = Jobs::new(batch, len.div_ceil(tile), self.cout);
         let out = SharedOut(y.as_mut_ptr());
-        (0..batch * tiles).into_par_iter().for_each(|job| {
-            let (b, u0) = (job / tiles, (job % tiles) * tile);
+        (0..jobs.count(batch)).into_par_iter().for_each(|job| {
+            let (b, tile_index, rows) = jobs.get(job, self.cout);
+            let u0 = tile_index * tile;
             let u1 = (u0 + tile).min(len);
-            let dst = unsafe { out.ptr().add(b * self.cout * len) };
+            let dst = unsafe { out.ptr().add((b * self.cout + rows.start) * len) };
             let src = &x[b * self.cin * n..];
             for j in 0..self.kernel {
                 // Frames t with u0 ≤ t*s + j < u1.
@@ -273,12 +315,14 @@ impl PackedConvTranspose1d {
                 }
                 unsafe {
                     Product {
-                        m: self.cout,
+                        m: rows.len(),
                         n: t_hi - t_lo,
                         k: self.cin,
                         dst: (dst.add(t_lo * s + j), len as isize, s as isize),
                         lhs: (
-                            self.taps.as_ptr().add(j * self.cout * self.cin),
+                            self.taps
+                                .as_ptr()
+                                .add((j * self.cout + rows.start) * self.cin),
                             self.cin as isize,
                             1,
                         ),
@@ -342,6 +386,8 @@ mod tests {
             (3, 4, 5, 4, 2, 1, 2001),
             (1, 8, 3, 10, 5, 1, 5000),
             (2, 300, 2, 1, 1, 1, 300),
+            (1, 40, 100, 3, 1, 1, 4),
+            (1, 24, 70, 7, 1, 1, 8),
         ] {
             let x = signal(b * cin * t_in, 0.0);
             let w = signal(cout * cin * k, 1.0);
@@ -386,6 +432,7 @@ mod tests {
             (2, 4, 1, 3, 3, 2),
             (1, 5, 4, 16, 8, 900),
             (3, 2, 2, 12, 6, 37),
+            (1, 40, 100, 16, 8, 2),
         ] {
             let x = signal(b * cin * n, 0.5);
             let w = signal(cin * cout * k, 1.5);

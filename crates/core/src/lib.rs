@@ -12,3 +12,4 @@ pub use error::{Error, Result};
 pub mod pattern;
 pub mod rng;
 pub mod sampling;
+pub mod tensor_ops;

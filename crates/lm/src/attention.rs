@@ -162,39 +162,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(linear_rows(&x.reshape((b * s, d))?, w, s == 1)?.reshape((b, s, out))?)
 }
 
-/// `x [rows, in] · wᵀ`. A decoding step (`one_step`: one row per sequence) goes through the
-/// weight-streaming kernel on the CPU, so that a sequence's numbers do not depend on how many
-/// others share the step; longer inputs (prefill) use the GEMM.
-pub(crate) fn linear_rows(x: &Tensor, w: &Tensor, one_step: bool) -> Result<Tensor> {
-    if one_step {
-        if let Some(y) = cpu_xwt(x, w)? {
-            return Ok(y);
-        }
-    }
-    Ok(x.matmul(&w.t()?)?)
-}
-
-/// [`speechinfer_core::kernels::matmul_xwt`] on CPU f32 tensors; `None` elsewhere.
-fn cpu_xwt(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (rows, k) = x.dims2()?;
-    let n = w.dim(0)?;
-    let x = x.contiguous()?;
-    let w = w.contiguous()?;
-    let y = {
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws)) = (&*xs, &*ws) else {
-            return Ok(None);
-        };
-        let xv = &xs.as_slice::<f32>()?[xl.start_offset()..][..rows * k];
-        let wv = &ws.as_slice::<f32>()?[wl.start_offset()..][..n * k];
-        speechinfer_core::kernels::matmul_xwt(xv, rows, wv, n, k)
-    };
-    Ok(Some(Tensor::from_vec(y, (rows, n), x.device())?))
-}
+pub(crate) use speechinfer_core::tensor_ops::linear_rows;
 
 /// Where the keys and values of a forward come from.
 pub enum KvSource<'a> {

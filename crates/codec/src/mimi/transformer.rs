@@ -9,6 +9,7 @@
 //! the first `context` steps; the two agree everywhere a test can reach in a few seconds).
 
 use candle_core::{Device, Tensor};
+use speechinfer_core::tensor_ops::linear_rows;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
@@ -17,21 +18,21 @@ use crate::state::Cursor;
 
 struct Layer {
     norm1: (Tensor, Tensor),
-    /// `[d, 3d]`: the transposed `in_proj_weight` (rows q; k; v).
+    /// `[3d, d]`: `in_proj_weight` (rows q; k; v).
     in_proj: Tensor,
-    /// `[d, d]`, transposed.
+    /// `[d, d]`.
     out_proj: Tensor,
     norm2: (Tensor, Tensor),
-    /// `[d, ff]` and `[ff, d]`, transposed.
+    /// `[ff, d]` and `[d, ff]`.
     linear1: Tensor,
     linear2: Tensor,
     scale1: Tensor,
     scale2: Tensor,
 }
 
-/// A linear weight `[out, in]` under `name`, returned transposed (`[in, out]`, contiguous).
+/// A linear weight `[out, in]` under `name`.
 fn linear(ckpt: &mut Checkpoint, name: &str, out: usize, inp: usize) -> Result<Tensor> {
-    Ok(ckpt.take(name, &[out, inp])?.t()?.contiguous()?)
+    ckpt.take(name, &[out, inp])
 }
 
 impl Layer {
@@ -284,11 +285,16 @@ struct Block {
     mask: Tensor,
 }
 
-/// `[B, T, in] × [in, out]` → `[B, T, out]` as one 2-D matmul.
+/// Rows up to which a linear streams its weight through the dot-product kernel (a streaming
+/// step: 2 rows per stream) instead of the GEMM.
+const FEW_ROWS: usize = 8;
+
+/// `[B, T, in] · wᵀ` with `w [out, in]` → `[B, T, out]` as one 2-D product.
 fn matmul2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (b, t, i) = x.dims3()?;
-    let out = w.dim(1)?;
-    Ok(x.reshape((b * t, i))?.matmul(w)?.reshape((b, t, out))?)
+    let out = w.dim(0)?;
+    let rows = x.reshape((b * t, i))?;
+    Ok(linear_rows(&rows, w, b * t <= FEW_ROWS)?.reshape((b, t, out))?)
 }
 
 /// Reference checks of the masking rule on small cases.
