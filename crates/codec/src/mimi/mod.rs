@@ -250,6 +250,31 @@ impl Mimi {
         self.decoder.forward(&x, cursor)
     }
 
+    /// `encode_frames` with the SEANet encoder run in chunks of `chunk_samples` (a multiple of
+    /// the hop) and the transformer, resampling and quantizer on all frames at once.
+    pub(crate) fn encode_chunked(
+        &self,
+        wave: &Tensor,
+        state: &mut StreamState,
+        chunk_samples: usize,
+    ) -> Result<Tensor> {
+        let len = wave.dim(2)?;
+        let mut latents = Vec::with_capacity(len.div_ceil(chunk_samples));
+        let mut after_encoder = 0;
+        for start in (0..len).step_by(chunk_samples) {
+            let chunk = wave.narrow(2, start, chunk_samples.min(len - start))?;
+            let mut cursor = state.cursor();
+            latents.push(self.encoder.forward(&chunk, &mut cursor)?);
+            after_encoder = cursor.position();
+        }
+        let mut cursor = state.cursor_at(after_encoder);
+        let x = self
+            .encoder_transformer
+            .forward(&Tensor::cat(&latents, 2)?, &mut cursor)?;
+        let x = self.downsample.forward(&x, &mut cursor)?;
+        self.quantizer.encode(&x)
+    }
+
     /// `decode_frames` with the SEANet decoder run in chunks of `chunk_frames` code frames: the
     /// transformer is faster on all frames at once (its weights are read once), the convs on
     /// chunks that stay in cache.
