@@ -20,6 +20,8 @@ fn benches(c: &mut Criterion) {
         ("res_k1_32to64_24k", 32, 64, 1, 1, 48_000),
         ("res_k3_256to128_1200", 256, 128, 3, 1, 2_400),
         ("in_k7_512to1024_25", 512, 1024, 7, 1, 50),
+        ("stream_in_k7_512to1024_2_frames", 512, 1024, 7, 1, 2),
+        ("stream_res_k3_512to256_16_frames", 512, 256, 3, 1, 16),
     ] {
         let span = (k - 1) * d + 1;
         let x = signal(cin * (t + span - 1));
@@ -38,6 +40,7 @@ fn benches(c: &mut Criterion) {
         ("up_s4_128to64", 128, 64, 4, 12_000),
         ("up_s5_256to128", 256, 128, 5, 2_400),
         ("up_s8_1024to512", 1024, 512, 8, 50),
+        ("stream_up_s8_1024to512_2_frames", 1024, 512, 8, 2),
     ] {
         let x = signal(cin * n);
         let conv = PackedConvTranspose1d::new(&signal(cin * cout * 2 * s), (cin, cout, 2 * s), s);
