@@ -16,6 +16,7 @@ fn benches(c: &mut Criterion) {
     group.sample_size(10);
     // (name, cin, cout, kernel, dilation, output samples)
     for &(name, cin, cout, k, d, t) in &[
+        ("enc_in_k7_1to64_24k", 1, 64, 7, 1, 48_000),
         ("res_k3_64to32_24k", 64, 32, 3, 1, 48_000),
         ("res_k1_32to64_24k", 32, 64, 1, 1, 48_000),
         ("res_k3_256to128_1200", 256, 128, 3, 1, 2_400),
