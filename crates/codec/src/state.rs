@@ -1,7 +1,7 @@
 //! Streaming state of a causal conv stack: one optional left-context / overlap-tail tensor per
 //! layer, visited in the same order on every call.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use speechinfer_core::{Error, Result};
 
 /// The carried state of a streaming encoder or decoder for a batch of `batch_size` streams.
@@ -111,5 +111,5 @@ impl Cursor<'_> {
 
 pub(crate) fn zeros_like_context(x: &Tensor, len: usize) -> Result<Tensor> {
     let (b, c, _) = x.dims3()?;
-    Ok(Tensor::zeros((b, c, len), DType::F32, x.device())?)
+    Ok(Tensor::zeros((b, c, len), x.dtype(), x.device())?)
 }

@@ -101,6 +101,25 @@ impl SharedOut {
     }
 }
 
+/// `[K][Cout][Cin]` from a weight whose `K` taps of (output o, input i) start at `start(o, i)`.
+fn tap_major(
+    weight: &[f32],
+    kernel: usize,
+    (cout, cin): (usize, usize),
+    start: impl Fn(usize, usize) -> usize,
+) -> Vec<f32> {
+    let mut taps = vec![0f32; weight.len()];
+    for o in 0..cout {
+        for i in 0..cin {
+            let first = start(o, i);
+            for j in 0..kernel {
+                taps[(j * cout + o) * cin + i] = weight[first + j];
+            }
+        }
+    }
+    taps
+}
+
 /// Conv1d weights repacked tap-major, `[K][Cout][Cin]`, so each tap is one contiguous matrix.
 #[derive(Debug, Clone)]
 pub struct PackedConv1d {
@@ -125,14 +144,7 @@ impl PackedConv1d {
         assert_eq!(weight.len(), cout * cin * kernel, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
         assert!(stride > 0 && dilation > 0 && kernel > 0);
-        let mut taps = vec![0f32; weight.len()];
-        for o in 0..cout {
-            for i in 0..cin {
-                for j in 0..kernel {
-                    taps[(j * cout + o) * cin + i] = weight[(o * cin + i) * kernel + j];
-                }
-            }
-        }
+        let taps = tap_major(weight, kernel, (cout, cin), |o, i| (o * cin + i) * kernel);
         Self {
             taps,
             bias: bias.to_vec(),
@@ -252,14 +264,7 @@ impl PackedConvTranspose1d {
             "transposed conv weight size"
         );
         assert!(stride > 0 && kernel > 0);
-        let mut taps = vec![0f32; weight.len()];
-        for i in 0..cin {
-            for o in 0..cout {
-                for j in 0..kernel {
-                    taps[(j * cout + o) * cin + i] = weight[(i * cout + o) * kernel + j];
-                }
-            }
-        }
+        let taps = tap_major(weight, kernel, (cout, cin), |o, i| (i * cout + o) * kernel);
         Self {
             taps,
             cout,
