@@ -7,6 +7,12 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::matmul_xwt;
+
+/// Output columns (transposed conv: input frames) up to which a call runs on the
+/// weight-streaming dot kernel instead of GEMMs.
+const FEW_COLUMNS: usize = 8;
+
 /// Output columns per tile: the tile's `[channels, columns]` slab stays around 128 KiB.
 fn tile_columns(channels: usize) -> usize {
     (32 * 1024 / channels.max(1)).clamp(16, 1024)
@@ -192,10 +198,10 @@ impl PackedConv1d {
         if let Some(r) = residual {
             assert_eq!(r.len(), batch * self.cout * t_out, "conv residual size");
         }
-        let mut y = vec![0f32; batch * self.cout * t_out];
-        if t_out == 0 {
-            return y;
+        if t_out <= FEW_COLUMNS {
+            return self.forward_few(x, batch, t_in, residual);
         }
+        let mut y = vec![0f32; batch * self.cout * t_out];
         let tile = tile_columns(self.cout.max(self.cin));
         let jobs = Jobs::new(batch, t_out.div_ceil(tile), self.cout);
         let out = SharedOut(y.as_mut_ptr());
@@ -241,6 +247,47 @@ impl PackedConv1d {
                 }
             }
         });
+        y
+    }
+
+    /// A call with few output columns (a streaming step): per tap, the gathered input columns
+    /// dotted with the tap's weight rows by the weight-streaming kernel, which reads every
+    /// weight once instead of packing it for a GEMM whose tiles would be mostly empty.
+    fn forward_few(
+        &self,
+        x: &[f32],
+        batch: usize,
+        t_in: usize,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (cout, cin) = (self.cout, self.cin);
+        let t_out = self.output_len(t_in);
+        let mut y: Vec<f32> = match residual {
+            Some(r) => r.to_vec(),
+            None => vec![0f32; batch * cout * t_out],
+        };
+        for (row, values) in y.chunks_mut(t_out.max(1)).enumerate() {
+            values.iter_mut().for_each(|v| *v += self.bias[row % cout]);
+        }
+        let rows = batch * t_out;
+        let mut columns = vec![0f32; rows * cin];
+        for j in 0..self.kernel {
+            for (r, column) in columns.chunks_mut(cin.max(1)).enumerate() {
+                let (b, t) = (r / t_out, r % t_out);
+                let first = b * cin * t_in + t * self.stride + j * self.dilation;
+                for (i, value) in column.iter_mut().enumerate() {
+                    *value = x[first + i * t_in];
+                }
+            }
+            let tap = &self.taps[j * cout * cin..(j + 1) * cout * cin];
+            let out = matmul_xwt(&columns, rows, tap, cout, cin);
+            for (r, outs) in out.chunks(cout.max(1)).enumerate() {
+                let (b, t) = (r / t_out, r % t_out);
+                for (o, value) in outs.iter().enumerate() {
+                    y[(b * cout + o) * t_out + t] += value;
+                }
+            }
+        }
         y
     }
 }
@@ -292,10 +339,13 @@ impl PackedConvTranspose1d {
     pub fn forward(&self, x: &[f32], batch: usize, n: usize) -> Vec<f32> {
         assert_eq!(x.len(), batch * self.cin * n, "transposed conv input size");
         let len = self.output_len(n);
-        let mut y = vec![0f32; batch * self.cout * len];
         if len == 0 {
-            return y;
+            return Vec::new();
         }
+        if n <= FEW_COLUMNS {
+            return self.forward_few(x, batch, n);
+        }
+        let mut y = vec![0f32; batch * self.cout * len];
         let s = self.stride;
         // Tiles own output samples [u0, u1); input frame t reaches samples t*s .. t*s + K.
         let tile = tile_columns(self.cout.max(self.cin)) * s;
@@ -337,6 +387,33 @@ impl PackedConvTranspose1d {
                 }
             }
         });
+        y
+    }
+
+    /// Few input frames (a streaming step): the transposed input dotted with each tap's weight
+    /// rows by the weight-streaming kernel, then added at the tap's output offsets.
+    fn forward_few(&self, x: &[f32], batch: usize, n: usize) -> Vec<f32> {
+        let (cout, cin, s) = (self.cout, self.cin, self.stride);
+        let len = self.output_len(n);
+        let mut y = vec![0f32; batch * cout * len];
+        let rows = batch * n;
+        let mut xt = vec![0f32; rows * cin];
+        for (r, column) in xt.chunks_mut(cin.max(1)).enumerate() {
+            let (b, t) = (r / n, r % n);
+            for (i, value) in column.iter_mut().enumerate() {
+                *value = x[(b * cin + i) * n + t];
+            }
+        }
+        for j in 0..self.kernel {
+            let tap = &self.taps[j * cout * cin..(j + 1) * cout * cin];
+            let out = matmul_xwt(&xt, rows, tap, cout, cin);
+            for (r, outs) in out.chunks(cout.max(1)).enumerate() {
+                let (b, t) = (r / n, r % n);
+                for (o, value) in outs.iter().enumerate() {
+                    y[(b * cout + o) * len + t * s + j] += value;
+                }
+            }
+        }
         y
     }
 }
@@ -393,6 +470,8 @@ mod tests {
             (2, 300, 2, 1, 1, 1, 300),
             (1, 40, 100, 3, 1, 1, 4),
             (1, 24, 70, 7, 1, 1, 8),
+            (1, 40, 100, 3, 1, 1, 40),
+            (2, 5, 3, 3, 2, 2, 40),
         ] {
             let x = signal(b * cin * t_in, 0.0);
             let w = signal(cout * cin * k, 1.0);
@@ -408,18 +487,20 @@ mod tests {
 
     #[test]
     fn conv1d_adds_the_residual() {
-        let (b, cin, cout, k, t) = (2, 3, 4, 3, 1500);
-        let x = signal(b * cin * t, 0.0);
-        let w = signal(cout * cin * k, 1.0);
-        let conv = PackedConv1d::new(&w, &[0.5; 4], (cout, cin, k), 1, 1);
-        let residual = signal(b * cout * (t - k + 1), 3.0);
-        let want: Vec<f32> = conv
-            .forward(&x, b, t)
-            .iter()
-            .zip(&residual)
-            .map(|(y, r)| y + r)
-            .collect();
-        assert_close(&conv.forward_onto(&x, b, t, Some(&residual)), &want);
+        // A long call (GEMM tiles) and a streaming-sized one (dot products).
+        for (b, cin, cout, k, t) in [(2, 3, 4, 3, 1500), (2, 3, 4, 3, 6)] {
+            let x = signal(b * cin * t, 0.0);
+            let w = signal(cout * cin * k, 1.0);
+            let conv = PackedConv1d::new(&w, &[0.5; 4], (cout, cin, k), 1, 1);
+            let residual = signal(b * cout * (t - k + 1), 3.0);
+            let want: Vec<f32> = conv
+                .forward(&x, b, t)
+                .iter()
+                .zip(&residual)
+                .map(|(y, r)| y + r)
+                .collect();
+            assert_close(&conv.forward_onto(&x, b, t, Some(&residual)), &want);
+        }
     }
 
     #[test]
@@ -438,6 +519,7 @@ mod tests {
             (1, 5, 4, 16, 8, 900),
             (3, 2, 2, 12, 6, 37),
             (1, 40, 100, 16, 8, 2),
+            (1, 40, 100, 16, 8, 20),
         ] {
             let x = signal(b * cin * n, 0.5);
             let w = signal(cin * cout * k, 1.5);
