@@ -205,9 +205,10 @@ def test_past_the_attention_window(codec: si.Codec, reference) -> None:
 
 @torch.no_grad()
 def near_ties(model, wave: np.ndarray, rel_gap: float = 1e-5) -> np.ndarray:
-    """`[B, Q, F]` booleans: codes that follow, in the same RVQ half, a level whose two nearest
+    """`[B, Q, F]` booleans: codes at or after, in the same RVQ half, a level whose two nearest
     codebook vectors are within `rel_gap` (in f64, along moshi's own path), so that float32
-    rounding alone may pick either. Those codes are not compared."""
+    rounding alone may pick either (and the residuals after it differ). Those codes are not
+    compared."""
     latent = model._encode_to_unquantized_latent(torch.from_numpy(wave)[:, None])
     codes = model.quantizer.encode(latent).transpose(0, 1)  # [Q, B, F]
     halves = [(model.quantizer.rvq_first, codes[:1]), (model.quantizer.rvq_rest, codes[1:])]
@@ -217,11 +218,11 @@ def near_ties(model, wave: np.ndarray, rel_gap: float = 1e-5) -> np.ndarray:
         tied = torch.zeros(x.shape[0], x.shape[2], dtype=torch.bool)
         for layer, level_codes in zip(rvq.vq.layers, half, strict=False):
             book = layer._codebook.embedding.double()
-            masks.append(tied.clone())
             rows = x.transpose(1, 2)  # [B, F, dim]
             dist = torch.cdist(rows, book[None].expand(rows.shape[0], -1, -1))
             best = dist.topk(2, dim=-1, largest=False).values
             tied |= (best[..., 1] - best[..., 0]) < rel_gap * best[..., 0]
+            masks.append(tied.clone())
             x = x - book[level_codes].transpose(1, 2)
     return torch.stack(masks, dim=1).numpy()
 
