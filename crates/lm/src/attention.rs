@@ -146,9 +146,8 @@ impl KvCache {
 }
 
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` stacked `[(h + 2·hkv)·hd, d]`: one pass per decoding step.
+    qkv_proj: Linear,
     o_proj: Linear,
     n_heads: usize,
     n_kv_heads: usize,
@@ -181,9 +180,14 @@ impl Attention {
         let (d, hd) = (sizes.d_model, sizes.head_dim());
         let (h, hkv) = (sizes.n_heads, sizes.n_kv_heads);
         Ok(Self {
-            q_proj: Linear::new(ckpt.take(&format!("{prefix}.q_proj.weight"), &[h * hd, d])?),
-            k_proj: Linear::new(ckpt.take(&format!("{prefix}.k_proj.weight"), &[hkv * hd, d])?),
-            v_proj: Linear::new(ckpt.take(&format!("{prefix}.v_proj.weight"), &[hkv * hd, d])?),
+            qkv_proj: Linear::new(Tensor::cat(
+                &[
+                    &ckpt.take(&format!("{prefix}.q_proj.weight"), &[h * hd, d])?,
+                    &ckpt.take(&format!("{prefix}.k_proj.weight"), &[hkv * hd, d])?,
+                    &ckpt.take(&format!("{prefix}.v_proj.weight"), &[hkv * hd, d])?,
+                ],
+                0,
+            )?),
             o_proj: Linear::new(ckpt.take(&format!("{prefix}.o_proj.weight"), &[d, h * hd])?),
             n_heads: h,
             n_kv_heads: hkv,
@@ -193,12 +197,8 @@ impl Attention {
 
     /// Store the projections as int8 ([`Linear::quantize_int8`]).
     pub fn quantize_int8(&mut self) -> Result<()> {
-        for w in [
-            &mut self.q_proj,
-            &mut self.k_proj,
-            &mut self.v_proj,
-            &mut self.o_proj,
-        ] {
+        // Per-row scales: stacking rows changes no row's quantization.
+        for w in [&mut self.qkv_proj, &mut self.o_proj] {
             w.quantize_int8()?;
         }
         Ok(())
@@ -210,14 +210,15 @@ impl Attention {
     pub fn forward(&self, x: &Tensor, rope: &Rope, source: &KvSource) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, hkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |w: &Linear, n: usize| -> Result<Tensor> {
-            Ok(w.forward(x)?.reshape((b, s, n, hd))?.transpose(1, 2)?)
+        let qkv = self.qkv_proj.forward(x)?;
+        let heads = |start: usize, n: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, start * hd, n * hd)?
+                .contiguous()?
+                .reshape((b, s, n, hd))?
+                .transpose(1, 2)?)
         };
-        let (q, k, v) = (
-            heads(&self.q_proj, h)?,
-            heads(&self.k_proj, hkv)?,
-            heads(&self.v_proj, hkv)?,
-        );
+        let (q, k, v) = (heads(0, h)?, heads(h, hkv)?, heads(h + hkv, hkv)?);
         let out = match source {
             KvSource::Full { causal } => {
                 let (q, k) = (rope.apply(&q, 0)?, rope.apply(&k, 0)?);
