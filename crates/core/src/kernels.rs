@@ -226,7 +226,7 @@ unsafe fn dots_avx2<W: Weight>(x: &[f32], w: &[W], out: &mut [f32]) {
         // A hint only (never faults, even past the end): the weights stream from memory, and
         // with 8 rows of FMAs per load the hardware prefetcher alone falls behind. Once per
         // 64-byte line (every 2nd step for f32, every 8th for int8).
-        if (i * std::mem::size_of::<W>()) % 64 == 0 {
+        if (i * std::mem::size_of::<W>()).is_multiple_of(64) {
             _mm_prefetch::<_MM_HINT_T0>((wp.add(i) as *const i8).wrapping_add(PREFETCH_BYTES));
         }
         // SAFETY: i + 8 <= body <= k, so every load is inside `w` and inside row m of `x`.
