@@ -70,20 +70,10 @@ def _time_once(fn: Callable[[], object]) -> float:
 
 def lm_config(args: argparse.Namespace, pattern: str) -> dict[str, Any]:
     """The bench model under `pattern`: audio streams laid out like the default config."""
-    v = args.vocab
+    from speechinfer_training.lm import audio_stream
+
     delayed = pattern in ("delay", "depth")
-    streams = [
-        {
-            "name": f"audio{q}",
-            "role": "audio",
-            "vocab_size": v,
-            "pad_id": v - 2,
-            "bos_id": v - 1,
-            "eos_id": v - 3,
-            "delay": q if delayed else 0,
-        }
-        for q in range(args.streams)
-    ]
+    streams = [audio_stream(q, args.vocab, q if delayed else 0) for q in range(args.streams)]
     depth = {**DEFAULT_DEPTH, **json.loads(args.depth)} if pattern == "depth" else None
     return {
         "d_model": args.d_model,

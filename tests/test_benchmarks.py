@@ -16,6 +16,7 @@ import pytest
 import speechinfer as si
 from conftest import chirp_signal, random_lm
 from speechinfer_training.export import save_pretrained
+from speechinfer_training.lm import audio_stream
 
 PATTERNS = ["parallel", "delay", "flatten", "depth", "coarse_first"]
 STREAMS, VOCAB = 4, 260
@@ -62,18 +63,7 @@ def test_codec_stream_decode_step(benchmark, codec: si.Codec, wave: np.ndarray) 
 
 def lm_config(pattern: str) -> dict:
     delayed = pattern in ("delay", "depth")
-    streams = [
-        {
-            "name": f"audio{q}",
-            "role": "audio",
-            "vocab_size": VOCAB,
-            "pad_id": VOCAB - 2,
-            "bos_id": VOCAB - 1,
-            "eos_id": VOCAB - 3,
-            "delay": q if delayed else 0,
-        }
-        for q in range(STREAMS)
-    ]
+    streams = [audio_stream(q, VOCAB, q if delayed else 0) for q in range(STREAMS)]
     depth = {"d_model": 64, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "ffn_dim": 128}
     return {
         "d_model": 128,

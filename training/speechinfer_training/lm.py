@@ -46,15 +46,19 @@ STREAM_KEYS = ("name", "role", "vocab_size", "pad_id", "bos_id", "eos_id", "dela
 DEPTH_KEYS = tuple(DEFAULT_DEPTH)
 
 
-def _audio_stream(q: int) -> dict[str, Any]:
+def audio_stream(q: int, vocab: int = 1027, delay: int | None = None) -> dict[str, Any]:
+    """Audio stream ``q`` of ``vocab`` ids (codes, then eos, pad, bos), delayed by ``delay``.
+
+    The delay defaults to ``q`` frames (the delay pattern's staircase).
+    """
     return {
         "name": f"audio{q}",
         "role": "audio",
-        "vocab_size": 1027,
-        "pad_id": 1025,
-        "bos_id": 1026,
-        "eos_id": 1024,
-        "delay": q,
+        "vocab_size": vocab,
+        "pad_id": vocab - 2,
+        "bos_id": vocab - 1,
+        "eos_id": vocab - 3,
+        "delay": q if delay is None else delay,
         "text_offset": 0,
     }
 
@@ -82,7 +86,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "tie_embeddings": False,
     # The grid's rows: {name, role, vocab_size, pad_id, bos_id, eos_id, delay, text_offset}; bos_id
     # is the stream's special token (step 0 and positions without a frame).
-    "streams": [_audio_stream(q) for q in range(4)],
+    "streams": [audio_stream(q) for q in range(4)],
     # How the grid becomes LM steps: "parallel", "delay", "flatten", "depth" or "coarse_first".
     "pattern": "delay",
     # The depth transformer's sizes {d_model, n_layers, n_heads, n_kv_heads, ffn_dim,
@@ -451,8 +455,8 @@ def small_config(**overrides: Any) -> dict[str, Any]:
         ffn_dim=64,
         max_context=256,
         streams=[
-            {**_audio_stream(0), "vocab_size": 40, "pad_id": 37, "bos_id": 39, "eos_id": 38},
-            {**_audio_stream(1), "vocab_size": 24, "pad_id": 21, "bos_id": 23, "eos_id": 22},
+            {**audio_stream(0), "vocab_size": 40, "pad_id": 37, "bos_id": 39, "eos_id": 38},
+            {**audio_stream(1), "vocab_size": 24, "pad_id": 21, "bos_id": 23, "eos_id": 22},
         ],
     )
     config.update(overrides)
