@@ -141,6 +141,11 @@ fn has_avx2_fma() -> bool {
 
 /// A weight element the dot kernels read: f32, or int8 (scaled by the caller).
 trait Weight: Copy + Into<f32> {
+    /// Whether the AVX2 kernel runs two accumulator chains per row of `x` ([`dots2_avx2`]):
+    /// int8 weights convert before every FMA, and one chain per row left a batch-1 step bound
+    /// by the FMA latency; f32 weights are bound by memory and keep one chain and 8-row blocks.
+    const TWO_CHAINS: bool;
+
     /// Eight consecutive weights from `ptr` as f32 lanes.
     ///
     /// # Safety
@@ -150,6 +155,8 @@ trait Weight: Copy + Into<f32> {
 }
 
 impl Weight for f32 {
+    const TWO_CHAINS: bool = false;
+
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -160,6 +167,8 @@ impl Weight for f32 {
 }
 
 impl Weight for i8 {
+    const TWO_CHAINS: bool = true;
+
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -178,8 +187,17 @@ impl Weight for i8 {
 fn dots<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
+        let k = w.len();
         // SAFETY: AVX2 and FMA are available (`has_avx2_fma`); slices are bounds-checked below.
-        unsafe { dots_avx2(x, w, out) };
+        if W::TWO_CHAINS {
+            for (block, cells) in out.chunks_mut(BLOCK / 2).enumerate() {
+                let rows = block * BLOCK / 2;
+                let xs = &x[rows * k..(rows + cells.len()) * k];
+                unsafe { dots2_avx2(xs, w, cells) };
+            }
+        } else {
+            unsafe { dots_avx2(x, w, out) };
+        }
         return;
     }
     let _ = simd;
@@ -241,6 +259,57 @@ unsafe fn dots_avx2<W: Weight>(x: &[f32], w: &[W], out: &mut [f32]) {
         let mut lanes = [0f32; 8];
         // SAFETY: `lanes` holds exactly 8 f32.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[m]) };
+        *cell = reduce8(lanes) + tail_dot(&x[m * k + body..(m + 1) * k], &w[body..]);
+    }
+}
+
+/// [`dots_avx2`] with two accumulator chains per row of `x` (even and odd 8-lane chunks of `k`)
+/// for at most `BLOCK / 2` rows (see [`Weight::TWO_CHAINS`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots2_avx2<W: Weight>(x: &[f32], w: &[W], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let k = w.len();
+    let rows = out.len();
+    assert!(rows <= BLOCK / 2 && x.len() == rows * k);
+    let body = k / 8 * 8;
+    let pairs = k / 16 * 16;
+    let mut acc = [[_mm256_setzero_ps(); 2]; BLOCK / 2];
+    let (xp, wp) = (x.as_ptr(), w.as_ptr());
+    let mut i = 0;
+    while i < pairs {
+        // A hint only (never faults, even past the end): the weights stream from memory, and
+        // with several rows of FMAs per load the hardware prefetcher alone falls behind. Once
+        // per 64-byte line (every step for f32, every 4th for int8).
+        if (i * std::mem::size_of::<W>()).is_multiple_of(64) {
+            _mm_prefetch::<_MM_HINT_T0>((wp.add(i) as *const i8).wrapping_add(PREFETCH_BYTES));
+        }
+        // SAFETY: i + 16 <= pairs <= k, so every load is inside `w` and inside row m of `x`.
+        let (w0, w1) = unsafe { (W::load8(wp.add(i)), W::load8(wp.add(i + 8))) };
+        for (m, a) in acc.iter_mut().enumerate().take(rows) {
+            let (x0, x1) = unsafe {
+                (
+                    _mm256_loadu_ps(xp.add(m * k + i)),
+                    _mm256_loadu_ps(xp.add(m * k + i + 8)),
+                )
+            };
+            a[0] = _mm256_fmadd_ps(x0, w0, a[0]);
+            a[1] = _mm256_fmadd_ps(x1, w1, a[1]);
+        }
+        i += 16;
+    }
+    if i < body {
+        // SAFETY: i + 8 <= body <= k.
+        let w0 = unsafe { W::load8(wp.add(i)) };
+        for (m, a) in acc.iter_mut().enumerate().take(rows) {
+            let x0 = unsafe { _mm256_loadu_ps(xp.add(m * k + i)) };
+            a[0] = _mm256_fmadd_ps(x0, w0, a[0]);
+        }
+    }
+    for (m, cell) in out.iter_mut().enumerate() {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds exactly 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[m][0], acc[m][1])) };
         *cell = reduce8(lanes) + tail_dot(&x[m * k + body..(m + 1) * k], &w[body..]);
     }
 }
