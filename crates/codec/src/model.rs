@@ -280,36 +280,28 @@ impl Codec {
         (CHUNK_SAMPLES / (self.hop_length() * batch.max(1))).max(1)
     }
 
-    /// `encode_frames` chunk by chunk through one stream state.
-    fn encode_chunked(&self, wave: &Tensor, state: &mut StreamState) -> Result<Tensor> {
-        let (b, _, t) = wave.dims3()?;
-        let step = self.chunk_frames(b) * self.hop_length();
-        if let Backend::Mimi(m) = &self.backend {
-            return m.encode_chunked(wave, state, step);
-        }
-        let mut codes = Vec::with_capacity(t.div_ceil(step));
-        for start in (0..t).step_by(step) {
-            let chunk = wave.narrow(2, start, step.min(t - start))?;
-            codes.push(self.encode_frames(&chunk, &mut state.cursor())?);
-        }
-        Ok(Tensor::cat(&codes, 2)?)
-    }
-
-    /// Whole frames of audio `[B, C, n·hop]` → codes `[B, Q, n]`.
+    /// Whole frames of audio `[B, C, n·hop]` → codes `[B, Q, n]`, the convs in chunks.
     fn encode_frames(&self, wave: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+        let chunk = self.chunk_frames(wave.dim(0)?) * self.hop_length();
         match &self.backend {
-            Backend::Native(n) => n.quantizer.encode(&n.encoder.forward(wave, cursor)?),
-            Backend::Mimi(m) => m.encode_frames(wave, cursor),
-            Backend::Encodec(e) => e.encode_frames(wave, cursor),
+            Backend::Native(n) => {
+                n.quantizer
+                    .encode(&cursor.in_chunks(wave, chunk, |c, cur| n.encoder.forward(c, cur))?)
+            }
+            Backend::Mimi(m) => m.encode_frames(wave, cursor, chunk),
+            Backend::Encodec(e) => e.encode_frames(wave, cursor, chunk),
         }
     }
 
-    /// Checked codes `[B, q, n]` → audio `[B, C, n·hop]`.
+    /// Checked codes `[B, q, n]` → audio `[B, C, n·hop]`, the convs in chunks.
     fn decode_frames(&self, codes: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+        let chunk = self.chunk_frames(codes.dim(0)?);
         match &self.backend {
-            Backend::Native(n) => n.decoder.forward(&n.quantizer.decode(codes)?, cursor),
-            Backend::Mimi(m) => m.decode_frames(codes, cursor),
-            Backend::Encodec(e) => e.decode_frames(codes, cursor),
+            Backend::Native(n) => cursor.in_chunks(&n.quantizer.decode(codes)?, chunk, |c, cur| {
+                n.decoder.forward(c, cur)
+            }),
+            Backend::Mimi(m) => m.decode_frames(codes, cursor, chunk),
+            Backend::Encodec(e) => e.decode_frames(codes, cursor, chunk),
         }
     }
 
@@ -325,7 +317,7 @@ impl Codec {
         }
         let padded = pad_to_multiple(wave, self.hop_length())?;
         let mut state = StreamState::new(wave.dim(0)?);
-        self.encode_chunked(&padded, &mut state)
+        self.encode_frames(&padded, &mut state.cursor())
     }
 
     /// Codes `[B, q, F]` with q ≤ Q (any integer dtype) → waveform `[B, channels, F * hop]`.
@@ -337,21 +329,8 @@ impl Codec {
     /// Decode the next frames of a stream: returns exactly `F * hop` samples per stream.
     pub fn decode_step(&self, state: &mut StreamState, codes: &Tensor) -> Result<Tensor> {
         self.check_codes(codes)?;
-        let (b, _, n) = codes.dims3()?;
-        state.check_batch(b, "codes")?;
-        let step = self.chunk_frames(b);
-        if let Backend::Mimi(m) = &self.backend {
-            return m.decode_chunked(codes, state, step);
-        }
-        if n <= step {
-            return self.decode_frames(codes, &mut state.cursor());
-        }
-        let mut audio = Vec::with_capacity(n.div_ceil(step));
-        for start in (0..n).step_by(step) {
-            let chunk = codes.narrow(2, start, step.min(n - start))?;
-            audio.push(self.decode_frames(&chunk, &mut state.cursor())?);
-        }
-        Ok(Tensor::cat(&audio, 2)?)
+        state.check_batch(codes.dim(0)?, "codes")?;
+        self.decode_frames(codes, &mut state.cursor())
     }
 
     /// Encode the next samples of a stream: returns the codes of every frame completed so far
@@ -373,7 +352,7 @@ impl Codec {
             let q = self.num_codebooks();
             return Ok(Tensor::zeros((b, q, 0), DType::I64, &self.device)?);
         }
-        self.encode_chunked(&joined.narrow(2, 0, whole)?, state)
+        self.encode_frames(&joined.narrow(2, 0, whole)?, &mut state.cursor())
     }
 
     fn check_wave(&self, wave: &Tensor) -> Result<(usize, usize, usize)> {

@@ -56,14 +56,9 @@ impl StreamState {
     }
 
     pub(crate) fn cursor(&mut self) -> Cursor<'_> {
-        self.cursor_at(0)
-    }
-
-    /// A cursor that starts at slot `pos` (a later part of the model, run on its own).
-    pub(crate) fn cursor_at(&mut self, pos: usize) -> Cursor<'_> {
         Cursor {
             slots: &mut self.slots,
-            pos,
+            pos: 0,
         }
     }
 
@@ -85,9 +80,26 @@ pub(crate) struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    /// The slot the next layer will get.
-    pub(crate) fn position(&self) -> usize {
-        self.pos
+    /// `stage(x)` over `x` `[B, C, T]` as a stream of chunks of `step` time steps, each chunk
+    /// visiting the stage's own slots: the same result as one call on a causal stage with
+    /// carried state, with buffers small enough to stay in cache.
+    pub(crate) fn in_chunks(
+        &mut self,
+        x: &Tensor,
+        step: usize,
+        mut stage: impl FnMut(&Tensor, &mut Self) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let len = x.dim(2)?;
+        if len <= step {
+            return stage(x, self);
+        }
+        let first = self.pos;
+        let mut outputs = Vec::with_capacity(len.div_ceil(step));
+        for start in (0..len).step_by(step) {
+            self.pos = first;
+            outputs.push(stage(&x.narrow(2, start, step.min(len - start))?, self)?);
+        }
+        Ok(Tensor::cat(&outputs, 2)?)
     }
 
     pub(crate) fn next_slot(&mut self) -> &mut Option<Tensor> {

@@ -87,16 +87,30 @@ impl Encodec {
         self.quantizer.encode(&latent)
     }
 
-    /// Whole frames `[B, C, n·hop]` → codes `[B, Q, n]`, carrying state through `cursor`.
-    pub(crate) fn encode_frames(&self, wave: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
-        let latent = self.encoder.forward(wave, cursor, false)?;
+    /// Whole frames `[B, C, n·hop]` → codes `[B, Q, n]`, carrying state through `cursor`; the
+    /// encoder runs in chunks of `chunk_samples` (a multiple of the hop).
+    pub(crate) fn encode_frames(
+        &self,
+        wave: &Tensor,
+        cursor: &mut Cursor,
+        chunk_samples: usize,
+    ) -> Result<Tensor> {
+        let latent = cursor.in_chunks(wave, chunk_samples, |c, cur| {
+            self.encoder.forward(c, cur, false)
+        })?;
         self.quantizer.encode(&latent)
     }
 
-    /// Codes `[B, q, n]` (range-checked, q ≤ Q) → wave `[B, C, n·hop]`.
-    pub(crate) fn decode_frames(&self, codes: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+    /// Codes `[B, q, n]` (range-checked, q ≤ Q) → wave `[B, C, n·hop]`; the decoder runs in
+    /// chunks of `chunk_frames`.
+    pub(crate) fn decode_frames(
+        &self,
+        codes: &Tensor,
+        cursor: &mut Cursor,
+        chunk_frames: usize,
+    ) -> Result<Tensor> {
         let latent = self.quantizer.decode(codes)?;
-        self.decoder.forward(&latent, cursor)
+        cursor.in_chunks(&latent, chunk_frames, |c, cur| self.decoder.forward(c, cur))
     }
 }
 

@@ -67,25 +67,36 @@ fn streaming_equals_batch_after_a_long_first_chunk() {
     )
     .unwrap();
     let mut state = StreamState::new(2);
-    let whole = model.decode_frames(&codes, &mut state.cursor()).unwrap();
+    let whole = model
+        .decode_frames(&codes, &mut state.cursor(), usize::MAX)
+        .unwrap();
     assert_eq!(whole.dims(), [2, 1, 12 * 320]);
     let mut state = StreamState::new(2);
     let mut pieces = Vec::new();
     for (start, len) in [(0, 8), (8, 1), (9, 3)] {
         let chunk = codes.narrow(2, start, len).unwrap();
-        pieces.push(model.decode_frames(&chunk, &mut state.cursor()).unwrap());
+        pieces.push(
+            model
+                .decode_frames(&chunk, &mut state.cursor(), usize::MAX)
+                .unwrap(),
+        );
     }
     let streamed = Tensor::cat(&pieces, 2).unwrap();
     assert!(max_abs_diff(&streamed, &whole) < 1e-5);
     // A reset stream starts afresh: its next chunk decodes as a new stream would.
     state.reset_item(1).unwrap();
     let again = model
-        .decode_frames(&codes.narrow(2, 0, 8).unwrap(), &mut state.cursor())
+        .decode_frames(
+            &codes.narrow(2, 0, 8).unwrap(),
+            &mut state.cursor(),
+            usize::MAX,
+        )
         .unwrap();
     let fresh = model
         .decode_frames(
             &codes.narrow(2, 0, 8).unwrap(),
             &mut StreamState::new(2).cursor(),
+            usize::MAX,
         )
         .unwrap();
     let item = |t: &Tensor| t.narrow(0, 1, 1).unwrap();

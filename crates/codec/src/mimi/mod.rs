@@ -17,7 +17,7 @@ use serde::Serialize;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
-use crate::state::{Cursor, StreamState};
+use crate::state::Cursor;
 use quantizer::SplitRvq;
 use resample::{Downsample, Upsample};
 use seanet::{Decoder, Encoder};
@@ -234,71 +234,34 @@ impl Mimi {
         &self.config
     }
 
-    /// Wave `[B, 1, n·hop]` → codes `[B, Q, n]` (i64), carrying state through `cursor`.
-    pub(crate) fn encode_frames(&self, wave: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
-        let x = self.encoder.forward(wave, cursor)?;
+    /// Wave `[B, 1, n·hop]` → codes `[B, Q, n]` (i64), carrying state through `cursor`. The
+    /// SEANet runs in chunks of `chunk_samples` (a multiple of the hop); the transformer, the
+    /// resampling and the quantizer see all frames at once (their weights are read once).
+    pub(crate) fn encode_frames(
+        &self,
+        wave: &Tensor,
+        cursor: &mut Cursor,
+        chunk_samples: usize,
+    ) -> Result<Tensor> {
+        let x = cursor.in_chunks(wave, chunk_samples, |c, cur| self.encoder.forward(c, cur))?;
         let x = self.encoder_transformer.forward(&x, cursor)?;
         let x = self.downsample.forward(&x, cursor)?;
         self.quantizer.encode(&x)
     }
 
-    /// Codes `[B, q, n]` (range-checked, q ≤ Q) → wave `[B, 1, n·hop]`.
-    pub(crate) fn decode_frames(&self, codes: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
+    /// Codes `[B, q, n]` (range-checked, q ≤ Q) → wave `[B, 1, n·hop]`; the SEANet runs in
+    /// chunks of `chunk_frames` code frames, the rest on all frames at once.
+    pub(crate) fn decode_frames(
+        &self,
+        codes: &Tensor,
+        cursor: &mut Cursor,
+        chunk_frames: usize,
+    ) -> Result<Tensor> {
         let x = self.quantizer.decode(codes)?;
         let x = self.upsample.forward(&x, cursor)?;
         let x = self.decoder_transformer.forward(&x, cursor)?;
-        self.decoder.forward(&x, cursor)
-    }
-
-    /// `encode_frames` with the SEANet encoder run in chunks of `chunk_samples` (a multiple of
-    /// the hop) and the transformer, resampling and quantizer on all frames at once.
-    pub(crate) fn encode_chunked(
-        &self,
-        wave: &Tensor,
-        state: &mut StreamState,
-        chunk_samples: usize,
-    ) -> Result<Tensor> {
-        let len = wave.dim(2)?;
-        let mut latents = Vec::with_capacity(len.div_ceil(chunk_samples));
-        let mut after_encoder = 0;
-        for start in (0..len).step_by(chunk_samples) {
-            let chunk = wave.narrow(2, start, chunk_samples.min(len - start))?;
-            let mut cursor = state.cursor();
-            latents.push(self.encoder.forward(&chunk, &mut cursor)?);
-            after_encoder = cursor.position();
-        }
-        let mut cursor = state.cursor_at(after_encoder);
-        let x = self
-            .encoder_transformer
-            .forward(&Tensor::cat(&latents, 2)?, &mut cursor)?;
-        let x = self.downsample.forward(&x, &mut cursor)?;
-        self.quantizer.encode(&x)
-    }
-
-    /// `decode_frames` with the SEANet decoder run in chunks of `chunk_frames` code frames: the
-    /// transformer is faster on all frames at once (its weights are read once), the convs on
-    /// chunks that stay in cache.
-    pub(crate) fn decode_chunked(
-        &self,
-        codes: &Tensor,
-        state: &mut StreamState,
-        chunk_frames: usize,
-    ) -> Result<Tensor> {
-        let mut cursor = state.cursor();
-        let x = self.quantizer.decode(codes)?;
-        let x = self.upsample.forward(&x, &mut cursor)?;
-        let x = self.decoder_transformer.forward(&x, &mut cursor)?;
-        let seanet_slots = cursor.position();
-        let (len, step) = (x.dim(2)?, chunk_frames * self.config.resample_stride);
-        let mut audio = Vec::with_capacity(len.div_ceil(step));
-        for start in (0..len).step_by(step) {
-            let chunk = x.narrow(2, start, step.min(len - start))?;
-            audio.push(
-                self.decoder
-                    .forward(&chunk, &mut state.cursor_at(seanet_slots))?,
-            );
-        }
-        Ok(Tensor::cat(&audio, 2)?)
+        let step = chunk_frames.saturating_mul(self.config.resample_stride);
+        cursor.in_chunks(&x, step, |c, cur| self.decoder.forward(c, cur))
     }
 }
 

@@ -79,7 +79,9 @@ fn random_mimi_streams_like_batch_and_resets_one_item() {
     assert_eq!(mimi.config().total_codebooks, 32);
     let codes = random_codes(2, 4, 5);
     let mut state = StreamState::new(2);
-    let whole = mimi.decode_frames(&codes, &mut state.cursor()).unwrap();
+    let whole = mimi
+        .decode_frames(&codes, &mut state.cursor(), usize::MAX)
+        .unwrap();
     assert_eq!(whole.dims(), &[2, 1, 5 * 1920]);
     let finite = whole
         .abs()
@@ -94,26 +96,44 @@ fn random_mimi_streams_like_batch_and_resets_one_item() {
     let pieces: Vec<Tensor> = [(0, 2), (2, 1), (3, 2)]
         .iter()
         .map(|&(start, len)| {
-            mimi.decode_frames(&codes.narrow(2, start, len).unwrap(), &mut state.cursor())
-                .unwrap()
+            mimi.decode_frames(
+                &codes.narrow(2, start, len).unwrap(),
+                &mut state.cursor(),
+                usize::MAX,
+            )
+            .unwrap()
         })
         .collect();
     let scale = finite.max(1e-6);
     assert!(max_abs_diff(&Tensor::cat(&pieces, 2).unwrap(), &whole) / scale < 1e-5);
+    // The SEANet run internally in chunks of 2 code frames (the transformer on all 5).
+    let chunked = mimi
+        .decode_frames(&codes, &mut StreamState::new(2).cursor(), 2)
+        .unwrap();
+    assert!(max_abs_diff(&chunked, &whole) / scale < 1e-5);
 
     // Resetting item 1 after two frames: item 1 then decodes like a fresh stream.
     let mut state = StreamState::new(2);
-    mimi.decode_frames(&codes.narrow(2, 0, 2).unwrap(), &mut state.cursor())
-        .unwrap();
+    mimi.decode_frames(
+        &codes.narrow(2, 0, 2).unwrap(),
+        &mut state.cursor(),
+        usize::MAX,
+    )
+    .unwrap();
     state.reset_item(1).unwrap();
     let later = mimi
-        .decode_frames(&codes.narrow(2, 2, 3).unwrap(), &mut state.cursor())
+        .decode_frames(
+            &codes.narrow(2, 2, 3).unwrap(),
+            &mut state.cursor(),
+            usize::MAX,
+        )
         .unwrap();
     let mut fresh_state = StreamState::new(1);
     let fresh = mimi
         .decode_frames(
             &codes.i((1..2, .., 2..5)).unwrap().contiguous().unwrap(),
             &mut fresh_state.cursor(),
+            usize::MAX,
         )
         .unwrap();
     assert!(max_abs_diff(&later.i(1..2).unwrap(), &fresh) / scale < 1e-5);
@@ -126,7 +146,16 @@ fn random_mimi_encodes_whole_frames() {
     let mimi = random_mimi();
     let wave = Tensor::randn(0f32, 0.1, (2, 1, 3 * 1920), &Device::Cpu).unwrap();
     let mut state = StreamState::new(2);
-    let codes = mimi.encode_frames(&wave, &mut state.cursor()).unwrap();
+    let codes = mimi
+        .encode_frames(&wave, &mut state.cursor(), usize::MAX)
+        .unwrap();
     assert_eq!(codes.dims(), &[2, 4, 3]);
+    let chunked = mimi
+        .encode_frames(&wave, &mut StreamState::new(2).cursor(), 1920)
+        .unwrap();
+    assert_eq!(
+        chunked.to_vec3::<i64>().unwrap(),
+        codes.to_vec3::<i64>().unwrap()
+    );
     assert_eq!(codes.dtype(), DType::I64);
 }
