@@ -1,29 +1,14 @@
 //! Causal convolutions with carried state, so that chunked calls equal one whole call.
 
-use candle_core::{CpuStorage, Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use speechinfer_core::activation::elu_into;
 use speechinfer_core::conv::{PackedConv1d, PackedConvTranspose1d};
+use speechinfer_core::tensor_ops::{is_cpu_f32, with_cpu_f32};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
 use crate::state::{zeros_like_context, Cursor};
-
-/// Runs `f` on the elements of a CPU f32 tensor (made contiguous first); `None` for any other
-/// device or dtype, which then take candle's path.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
-    if !is_cpu_f32(t) {
-        return Ok(None);
-    }
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        return Ok(None);
-    };
-    Ok(Some(f(&values[start..end])))
-}
 
 fn cpu_f32_values(t: &Tensor) -> Result<Option<Vec<f32>>> {
     with_cpu_f32(t, <[f32]>::to_vec)
@@ -252,10 +237,6 @@ impl Pre {
     }
 }
 
-fn is_cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
-}
-
 /// ConvTranspose1d whose last `k - s` outputs are an overlap tail completed by the next chunk.
 ///
 /// Computed as one matmul (every input frame times the whole kernel) followed by an overlap-add,
@@ -441,7 +422,7 @@ mod tests {
 
     use super::*;
     use crate::state::StreamState;
-    use crate::test_util::max_abs_diff;
+    use speechinfer_core::testing::max_abs_diff;
 
     fn values(len: usize, phase: f64) -> Vec<f64> {
         (0..len).map(|i| (i as f64 * 0.37 + phase).sin()).collect()

@@ -12,8 +12,6 @@ mod model;
 mod rvq;
 mod seanet;
 mod state;
-#[cfg(test)]
-mod test_util;
 
 pub use config::CodecConfig;
 pub use encodec::EncodecConfig;

@@ -13,3 +13,5 @@ pub mod pattern;
 pub mod rng;
 pub mod sampling;
 pub mod tensor_ops;
+#[doc(hidden)]
+pub mod testing;

@@ -1,6 +1,7 @@
 //! Engine-only checks on random weights (parity with the twin lives in `tests/`).
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
+use speechinfer_core::testing::max_abs_diff;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
@@ -53,19 +54,6 @@ fn tokens(shape: GridShape, seed: u64) -> Vec<i64> {
             (x % 11) as i64
         })
         .collect()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

@@ -6,7 +6,7 @@ use speechinfer_core::weights::Checkpoint;
 use super::conv::pad1d;
 use super::*;
 use crate::state::StreamState;
-use crate::test_util::max_abs_diff;
+use speechinfer_core::testing::max_abs_diff;
 
 const DEFAULT_CONFIG: &str = r#"{"model_type": "encodec", "chunk_length_s": null}"#;
 

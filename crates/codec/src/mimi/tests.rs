@@ -5,7 +5,7 @@ use speechinfer_core::weights::Checkpoint;
 
 use super::*;
 use crate::state::StreamState;
-use crate::test_util::max_abs_diff;
+use speechinfer_core::testing::max_abs_diff;
 
 #[test]
 fn config_limits_codebooks() {
