@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
+use speechinfer_kernels::rope_tables;
 
 use crate::linear::Linear;
 use crate::transformer::Sizes;
@@ -16,20 +17,8 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(sizes: &Sizes, device: &Device) -> Result<Self> {
-        let half = sizes.head_dim() / 2;
-        let positions = sizes.max_positions;
-        let hd = sizes.head_dim() as f64;
-        // Angles in f64, then rounded once to f32 (the twin does the same).
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            for j in 0..half {
-                let inv_freq = sizes.rope_theta.powf(-(2.0 * j as f64) / hd);
-                let angle = p as f64 * inv_freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
+        let (half, positions) = (sizes.head_dim() / 2, sizes.max_positions);
+        let (cos, sin) = rope_tables(sizes.rope_theta, sizes.head_dim(), positions);
         Ok(Self {
             cos: Tensor::from_vec(cos, (positions, half), device)?,
             sin: Tensor::from_vec(sin, (positions, half), device)?,
@@ -193,6 +182,11 @@ impl Attention {
             n_kv_heads: hkv,
             head_dim: hd,
         })
+    }
+
+    /// The stacked q/k/v and the output projections.
+    pub(crate) fn projections(&self) -> (&Linear, &Linear) {
+        (&self.qkv_proj, &self.o_proj)
     }
 
     /// Store the projections as int8 ([`Linear::quantize_int8`]).

@@ -4,6 +4,7 @@
 mod attention;
 mod coarse;
 pub mod config;
+mod decode_export;
 mod decoder;
 mod depth;
 mod embed;
@@ -29,3 +30,5 @@ pub use transformer::Sizes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kernels;

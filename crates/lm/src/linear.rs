@@ -22,6 +22,11 @@ impl Linear {
         Self { weight, q8: None }
     }
 
+    /// The f32 weight `[out, in]` row-major (after int8 quantization: its dequantized values).
+    pub fn host_weight(&self) -> Result<Vec<f32>> {
+        host_values(&self.weight)
+    }
+
     pub fn out_dim(&self) -> Result<usize> {
         Ok(self.weight.dim(0)?)
     }
@@ -66,4 +71,9 @@ impl Linear {
         }
         linear_rows(x, &self.weight, one_step)
     }
+}
+
+/// Every value of `t` as f32, row-major.
+pub(crate) fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }

@@ -134,6 +134,18 @@ impl SpeechLm {
         })
     }
 
+    pub(crate) fn transformer(&self) -> &Transformer {
+        &self.transformer
+    }
+
+    pub(crate) fn embedding_tables(&self) -> &[Tensor] {
+        &self.embeddings
+    }
+
+    pub(crate) fn head_weights(&self) -> &[Linear] {
+        &self.heads
+    }
+
     pub fn config(&self) -> &LmConfig {
         &self.config
     }

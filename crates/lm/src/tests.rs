@@ -9,7 +9,7 @@ use crate::config::{LmConfig, Role, StreamConfig};
 use crate::generate::{GenerateRequest, Prompt};
 use crate::model::{GridShape, SpeechLm};
 
-fn small(pattern: &str, delays: [usize; 2], tie: bool) -> LmConfig {
+pub(crate) fn small(pattern: &str, delays: [usize; 2], tie: bool) -> LmConfig {
     let stream = |k: usize, vocab: usize| StreamConfig {
         name: format!("s{k}"),
         role: Role::Audio,
@@ -40,11 +40,11 @@ fn greedy(lm: &SpeechLm, prompt: &[i64], shape: GridShape, max_frames: usize) ->
     Ok(lm.generate(&request)?.concat())
 }
 
-fn model(config: LmConfig) -> SpeechLm {
+pub(crate) fn model(config: LmConfig) -> SpeechLm {
     SpeechLm::from_checkpoint(config, Checkpoint::random(0.3, &Device::Cpu), Device::Cpu).unwrap()
 }
 
-fn tokens(shape: GridShape, seed: u64) -> Vec<i64> {
+pub(crate) fn tokens(shape: GridShape, seed: u64) -> Vec<i64> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..shape.numel())
         .map(|_| {

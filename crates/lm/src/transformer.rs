@@ -5,9 +5,10 @@
 use candle_core::{Device, Tensor};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
+use speechinfer_kernels::LayerWeights;
 
 use crate::attention::{Attention, KvCache, KvSource, Rope};
-use crate::linear::Linear;
+use crate::linear::{host_values, Linear};
 
 /// The sizes that shape one transformer stack.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,10 @@ impl RmsNorm {
             weight: ckpt.take(name, &[sizes.d_model])?,
             eps: sizes.norm_eps as f32,
         })
+    }
+
+    fn host_weight(&self) -> Result<Vec<f32>> {
+        host_values(&self.weight)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -106,6 +111,18 @@ impl Block {
         })
     }
 
+    fn export(&self) -> Result<LayerWeights> {
+        let (qkv, o) = self.attn.projections();
+        Ok(LayerWeights {
+            attn_norm: self.attn_norm.host_weight()?,
+            qkv: qkv.host_weight()?,
+            o: o.host_weight()?,
+            ffn_norm: self.ffn_norm.host_weight()?,
+            gate_up: self.ffn.gate_up.host_weight()?,
+            down: self.ffn.down.host_weight()?,
+        })
+    }
+
     fn quantize_int8(&mut self) -> Result<()> {
         self.attn.quantize_int8()?;
         self.ffn.quantize_int8()
@@ -152,6 +169,16 @@ impl Transformer {
     /// Store every block's projections as int8 ([`crate::linear::Linear::quantize_int8`]).
     pub fn quantize_int8(&mut self) -> Result<()> {
         self.blocks.iter_mut().try_for_each(Block::quantize_int8)
+    }
+
+    /// Every block's weights and the final norm as flat f32 buffers (the kernels' layout).
+    pub(crate) fn export(&self) -> Result<(Vec<LayerWeights>, Vec<f32>)> {
+        let layers = self
+            .blocks
+            .iter()
+            .map(Block::export)
+            .collect::<Result<_>>()?;
+        Ok((layers, self.norm.host_weight()?))
     }
 
     pub fn sizes(&self) -> &Sizes {
