@@ -35,5 +35,18 @@ ruff check python tests training bench
 ruff format --check python tests training bench
 
 cargo test --workspace --exclude speechinfer-py -q
+
+# The `cuda` feature builds with no CUDA toolkit (driver and NVRTC load at run time). Without a
+# GPU its tests still compile every kernel through NVRTC, from PyPI (13.0: the GPU machines'
+# driver); the GPU tests skip.
+NVRTC_DIR="$HOME/.cache/speechinfer/nvrtc-13.0"
+if [ ! -f "$NVRTC_DIR/nvidia/cu13/lib/libnvrtc.so.13" ]; then
+  $PY -m pip install -q --no-deps --target "$NVRTC_DIR" "nvidia-cuda-nvrtc==13.0.88" ||
+    echo "warning: NVRTC not installed; the CUDA kernels will not be compiled"
+fi
+if [ -f "$NVRTC_DIR/nvidia/cu13/lib/libnvrtc.so.13" ]; then export SPEECHINFER_REQUIRE_NVRTC=1; fi
+cargo clippy -p speechinfer-lm -p speechinfer-kernels --features speechinfer-lm/cuda --all-targets -q -- -D warnings
+LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  cargo test -p speechinfer-lm -p speechinfer-kernels --features speechinfer-lm/cuda -q
 $PY scripts/gen_stubs.py --check
 $PY -m pytest -q "$@"

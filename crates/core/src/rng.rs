@@ -34,6 +34,16 @@ impl Rng {
         Rng { s }
     }
 
+    /// The 256-bit state (to continue this stream elsewhere, e.g. on a GPU).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing from `state`; `None` for the all-zero state xoshiro cannot leave.
+    pub fn from_state(state: [u64; 4]) -> Option<Self> {
+        (state != [0; 4]).then_some(Rng { s: state })
+    }
+
     /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
@@ -85,6 +95,15 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(a.next_u64(), b.next_u64());
         }
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let mut a = Rng::new(3);
+        a.next_u64();
+        let mut b = Rng::from_state(a.state()).unwrap();
+        assert_eq!(a.next_u64(), b.next_u64());
+        assert!(Rng::from_state([0; 4]).is_none());
     }
 
     #[test]

@@ -11,5 +11,8 @@ mod error;
 mod layout;
 pub mod reference;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
 pub use error::KernelError;
 pub use layout::{rope_tables, DecoderSizes, DecoderWeights, LayerWeights};

@@ -4,6 +4,8 @@
 mod attention;
 mod coarse;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod decode_export;
 mod decoder;
 mod depth;

@@ -1,0 +1,14 @@
+//! The decoding step on a CUDA GPU through cudarc: the driver and NVRTC are loaded at run time
+//! (nothing from the CUDA toolkit is needed to build), `kernels.cu` is compiled once per
+//! process for the device's architecture, and a [`CudaDecoder`] runs the step of
+//! [`crate::reference::ReferenceDecoder`] on the device, optionally replayed as a CUDA graph,
+//! with sampling on the device.
+
+mod decoder;
+mod runtime;
+
+pub use decoder::{CudaDecoder, StreamSampling};
+pub use runtime::{compile_kernels, driver_available, nvrtc_available, KERNEL_NAMES};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! The LM's decoding step on a CUDA GPU (feature `cuda`): [`SpeechLm::cuda_decoder`] uploads
+//! [`SpeechLm::decoder_weights`] to a [`CudaDecoder`].
+
+use speechinfer_core::{Error, Result};
+use speechinfer_kernels::cuda::CudaDecoder;
+use speechinfer_kernels::KernelError;
+
+use crate::model::SpeechLm;
+
+/// The engine's error for a kernels' error (CUDA failures are not the caller's input).
+pub fn kernel_error(e: KernelError) -> Error {
+    match e {
+        KernelError::Input(m) => Error::input(m),
+        KernelError::Unsupported(_) => Error::input(e.to_string()),
+        KernelError::Shape(_) | KernelError::Cuda(_) => Error::internal(e.to_string()),
+    }
+}
+
+impl SpeechLm {
+    /// A decoder for `batch` sequences on GPU `ordinal`, with this model's weights.
+    pub fn cuda_decoder(&self, batch: usize, ordinal: usize) -> Result<CudaDecoder> {
+        CudaDecoder::new(&self.decoder_weights()?, batch, ordinal).map_err(kernel_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Tensor;
+    use speechinfer_core::rng::Rng;
+    use speechinfer_core::sampling::{sample, SamplingParams};
+    use speechinfer_kernels::cuda::{driver_available, StreamSampling};
+
+    use crate::model::GridShape;
+    use crate::tests::{model, small, tokens};
+
+    /// Logits against the candle forward, and tokens sampled on the device against
+    /// `speechinfer_core::sampling::sample` on those logits with the same generator.
+    #[test]
+    fn cuda_step_matches_forward_and_core_sampling() {
+        if !driver_available() {
+            eprintln!("skipped: no CUDA device");
+            return;
+        }
+        let lm = model(small("delay", [0, 1], false));
+        let (batch, k_n, steps) = (2, lm.num_streams(), 8);
+        let mut gpu = lm.cuda_decoder(batch, 0).unwrap();
+        let mut cache = lm.new_cache(batch).unwrap();
+        let grid = tokens(GridShape::new(batch, k_n, steps), 3);
+        let params = SamplingParams {
+            temperature: 0.8,
+            top_k: Some(5),
+            ..SamplingParams::default()
+        };
+        let stream = StreamSampling {
+            temperature: 0.8,
+            top_k: Some(5),
+            allowed: None,
+        };
+        gpu.set_sampling(&vec![stream; k_n]).unwrap();
+        let mut rngs: Vec<Rng> = (0..batch as u64).map(Rng::new).collect();
+        gpu.set_rng_states(&rngs.iter().map(Rng::state).collect::<Vec<_>>())
+            .unwrap();
+        for s in 0..steps {
+            let ids: Vec<i64> = (0..batch * k_n).map(|i| grid[i * steps + s]).collect();
+            let logits: Vec<Vec<f32>> = lm
+                .forward(&ids, GridShape::new(batch, k_n, 1), &mut cache)
+                .unwrap()
+                .iter()
+                .map(|t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .collect();
+            let got = gpu.step_sample(&ids).unwrap();
+            for (b, rng) in rngs.iter_mut().enumerate() {
+                for (k, row) in logits.iter().enumerate() {
+                    let v = row.len() / batch;
+                    let mut row = row[b * v..][..v].to_vec();
+                    let want = sample(&mut row, &params, &[], rng).unwrap();
+                    assert_eq!(
+                        got[b * k_n + k],
+                        i64::from(want),
+                        "step {s} row {b} stream {k}"
+                    );
+                }
+            }
+        }
+        let states: Vec<[u64; 4]> = rngs.iter().map(Rng::state).collect();
+        assert_eq!(gpu.rng_states().unwrap(), states);
+    }
+}
