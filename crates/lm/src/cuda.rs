@@ -28,7 +28,7 @@ mod tests {
     use candle_core::Tensor;
     use speechinfer_core::rng::Rng;
     use speechinfer_core::sampling::{sample, SamplingParams};
-    use speechinfer_kernels::cuda::{driver_available, StreamSampling};
+    use speechinfer_kernels::cuda::{gpu_for_test, StreamSampling};
 
     use crate::model::GridShape;
     use crate::tests::{model, small, tokens};
@@ -37,8 +37,7 @@ mod tests {
     /// `speechinfer_core::sampling::sample` on those logits with the same generator.
     #[test]
     fn cuda_step_matches_forward_and_core_sampling() {
-        if !driver_available() {
-            eprintln!("skipped: no CUDA device");
+        if !gpu_for_test() {
             return;
         }
         let lm = model(small("delay", [0, 1], false));

@@ -8,7 +8,7 @@ mod decoder;
 mod runtime;
 
 pub use decoder::{CudaDecoder, StreamSampling};
-pub use runtime::{compile_kernels, driver_available, nvrtc_available, KERNEL_NAMES};
+pub use runtime::{compile_kernels, driver_available, gpu_for_test, nvrtc_available, KERNEL_NAMES};
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,21 @@ pub fn driver_available() -> bool {
     .unwrap_or(false)
 }
 
+/// For GPU tests: true when a device is there; false (skip) when not, unless
+/// `SPEECHINFER_REQUIRE_GPU` is set (GPU sessions set it: there a skip would hide a failure).
+#[doc(hidden)]
+pub fn gpu_for_test() -> bool {
+    let found = driver_available();
+    if !found {
+        assert!(
+            std::env::var_os("SPEECHINFER_REQUIRE_GPU").is_none(),
+            "SPEECHINFER_REQUIRE_GPU is set but no CUDA device was found"
+        );
+        eprintln!("skipped: no CUDA device");
+    }
+    found
+}
+
 /// True when NVRTC (the run-time CUDA compiler) can be loaded; it needs no GPU.
 pub fn nvrtc_available() -> bool {
     // SAFETY: only probes whether the shared library can be opened.

@@ -96,8 +96,7 @@ fn step_ids(batch: usize, step: usize, vocab: &[usize]) -> Vec<i64> {
 
 #[test]
 fn decoder_matches_reference_step_by_step() {
-    if !driver_available() {
-        eprintln!("skipped: no CUDA device");
+    if !gpu_for_test() {
         return;
     }
     for (batch, graphs) in [(1, false), (3, true), (10, true)] {
@@ -123,7 +122,7 @@ fn decoder_matches_reference_step_by_step() {
 
 #[test]
 fn greedy_device_sampling_is_the_argmax_of_the_logits() {
-    if !driver_available() {
+    if !gpu_for_test() {
         return;
     }
     let weights = random_weights(9);
