@@ -212,7 +212,7 @@ impl CudaDecoder {
         Ok(())
     }
 
-    /// Per-stream sampling, in stream order.
+    /// Per-stream sampling, in stream order (until set: greedy everywhere).
     pub fn set_sampling(&mut self, streams: &[StreamSampling]) -> Result<(), KernelError> {
         let s = &self.sizes;
         if streams.len() != s.num_streams() {
@@ -336,6 +336,12 @@ impl CudaDecoder {
                 "the sequence needs {} positions but the cache holds {}",
                 full + 1,
                 self.sizes.max_positions
+            )));
+        }
+        let max_vocab = self.sizes.vocab_sizes.iter().copied().max().unwrap_or(0);
+        if sample && max_vocab > MAX_SAMPLE_VOCAB {
+            return Err(KernelError::Unsupported(format!(
+                "sampling a vocabulary of {max_vocab} (at most {MAX_SAMPLE_VOCAB})"
             )));
         }
         self.upload(ids, |b| &mut b.ids)?;

@@ -197,7 +197,9 @@ extern "C" __global__ void rng_outputs(unsigned long long* out, unsigned long lo
 // random number) or temperature -> top-k (exactly k, ties to the lower id) -> f64 softmax
 // weights -> one inverse-CDF draw. Processed logits are left in place; token -1 = all masked.
 // Dynamic shared memory: the largest vocabulary's floats.
-extern "C" __global__ void sample_tokens(long long* tokens, float* logits, const int* vocab,
+// __launch_bounds__: 1024 threads leave 64 registers each; without the bound the f64 code may
+// take more and the launch would fail.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_tokens(long long* tokens, float* logits, const int* vocab,
                                          const int* offsets, int k_n, int total,
                                          unsigned long long* rng_state,
                                          const float* temperature, const int* top_k,

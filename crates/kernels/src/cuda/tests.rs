@@ -148,3 +148,10 @@ fn greedy_device_sampling_is_the_argmax_of_the_logits() {
         }
     }
 }
+
+#[test]
+#[ignore = "writes the PTX for ptxas -v (register and spill check by hand)"]
+fn dump_ptx() {
+    let ptx = compile_kernels(Some("compute_90")).unwrap().to_src();
+    std::fs::write("/tmp/speechinfer_kernels.ptx", ptx).unwrap();
+}
