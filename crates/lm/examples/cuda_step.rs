@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::Device;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_kernels::cuda::StreamSampling;
-use speechinfer_lm::{GridShape, LmConfig, Role, SpeechLm, StreamConfig};
+use speechinfer_lm::{stack_stream_logits, GridShape, LmConfig, Role, SpeechLm, StreamConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: HashMap<String, String> = std::env::args()
@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (batch, steps) = (num("batch", 1), num("steps", 64));
     let k_n = lm.num_streams();
-    let vocab = lm.decoder_weights()?.sizes.vocab_sizes;
+    let vocab = lm.config().vocab_sizes()[..k_n].to_vec();
     let ids = |s: usize| -> Vec<i64> {
         (0..batch * k_n)
             .map(|i| ((i * 31 + s * 17) % vocab[i % k_n]) as i64)
@@ -74,11 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in 0..steps {
         let out = lm.forward(&ids(s), GridShape::new(batch, k_n, 1), &mut cache)?;
         if s < 8 {
-            let rows: Vec<Vec<f32>> = out
-                .iter()
-                .map(|t| t.flatten_all()?.to_vec1::<f32>())
-                .collect::<Result<_, _>>()?;
-            cpu_logits.push(rows);
+            cpu_logits.push(stack_stream_logits(&out)?);
         }
     }
     let cpu_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
@@ -100,19 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
             let got = gpu.step_logits(&ids(s))?;
-            if let Some(rows) = cpu_logits.get(s) {
-                let total: usize = vocab.iter().sum();
-                for b in 0..batch {
-                    let mut offset = 0;
-                    for row in rows {
-                        let v = row.len() / batch;
-                        for j in 0..v {
-                            let (w, g) = (row[b * v + j], got[b * total + offset + j]);
-                            max_rel = max_rel.max((w - g).abs() / w.abs().max(1.0));
-                        }
-                        offset += v;
-                    }
-                }
+            for (w, g) in cpu_logits.get(s).into_iter().flatten().zip(&got) {
+                max_rel = max_rel.max((w - g).abs() / w.abs().max(1.0));
             }
         }
         Ok(t.elapsed().as_secs_f64() * 1e3 / steps as f64)

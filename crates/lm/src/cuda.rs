@@ -25,11 +25,11 @@ impl SpeechLm {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Tensor;
     use speechinfer_core::rng::Rng;
     use speechinfer_core::sampling::{sample, SamplingParams};
     use speechinfer_kernels::cuda::{gpu_for_test, StreamSampling};
 
+    use crate::decode_export::stack_stream_logits;
     use crate::model::GridShape;
     use crate::tests::{model, small, tokens};
 
@@ -45,6 +45,7 @@ mod tests {
         let mut gpu = lm.cuda_decoder(batch, 0).unwrap();
         let mut cache = lm.new_cache(batch).unwrap();
         let grid = tokens(GridShape::new(batch, k_n, steps), 3);
+        let vocab: Vec<usize> = lm.config().vocab_sizes()[..k_n].to_vec();
         let params = SamplingParams {
             temperature: 0.8,
             top_k: Some(5),
@@ -61,23 +62,22 @@ mod tests {
             .unwrap();
         for s in 0..steps {
             let ids: Vec<i64> = (0..batch * k_n).map(|i| grid[i * steps + s]).collect();
-            let logits: Vec<Vec<f32>> = lm
-                .forward(&ids, GridShape::new(batch, k_n, 1), &mut cache)
-                .unwrap()
-                .iter()
-                .map(|t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-                .collect();
+            let shape = GridShape::new(batch, k_n, 1);
+            let logits =
+                stack_stream_logits(&lm.forward(&ids, shape, &mut cache).unwrap()).unwrap();
             let got = gpu.step_sample(&ids).unwrap();
+            let mut rows = logits.chunks_exact(logits.len() / batch);
             for (b, rng) in rngs.iter_mut().enumerate() {
-                for (k, row) in logits.iter().enumerate() {
-                    let v = row.len() / batch;
-                    let mut row = row[b * v..][..v].to_vec();
-                    let want = sample(&mut row, &params, &[], rng).unwrap();
+                let mut row = rows.next().unwrap();
+                for (k, &v) in vocab.iter().enumerate() {
+                    let (stream, rest) = row.split_at(v);
+                    let want = sample(&mut stream.to_vec(), &params, &[], rng).unwrap();
                     assert_eq!(
                         got[b * k_n + k],
                         i64::from(want),
                         "step {s} row {b} stream {k}"
                     );
+                    row = rest;
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! (parallel, delay, flattened, and the text streams beside them) are covered; the depth and
 //! coarse-first decodings have a second model per step and are not.
 
+use candle_core::Tensor;
 use speechinfer_core::{Error, Result};
 use speechinfer_kernels::{DecoderSizes, DecoderWeights};
 
@@ -23,9 +24,6 @@ impl SpeechLm {
         let main = &config.streams[..config.main_streams()];
         let sizes = self.transformer().sizes();
         let (layers, norm) = self.transformer().export()?;
-        let stacked = |tables: &mut dyn Iterator<Item = Result<Vec<f32>>>| -> Result<Vec<f32>> {
-            Ok(tables.collect::<Result<Vec<_>>>()?.concat())
-        };
         let weights = DecoderWeights {
             sizes: DecoderSizes {
                 d_model: sizes.d_model,
@@ -39,8 +37,8 @@ impl SpeechLm {
                 max_positions: sizes.max_positions,
                 vocab_sizes: main.iter().map(|s| s.vocab_size).collect(),
             },
-            embeddings: stacked(&mut self.embedding_tables().iter().map(host_values))?,
-            heads: stacked(&mut self.head_weights().iter().map(Linear::host_weight))?,
+            embeddings: concat(self.embedding_tables().iter().map(host_values))?,
+            heads: concat(self.head_weights().iter().map(Linear::host_weight))?,
             layers,
             norm,
         };
@@ -49,4 +47,21 @@ impl SpeechLm {
             .map_err(|e| Error::internal(e.to_string()))?;
         Ok(weights)
     }
+}
+
+fn concat(parts: impl Iterator<Item = Result<Vec<f32>>>) -> Result<Vec<f32>> {
+    Ok(parts.collect::<Result<Vec<_>>>()?.concat())
+}
+
+/// A decoding step's logits as [`SpeechLm::forward`] returns them (one `[B, 1, V_k]` per
+/// stream) in the kernels' layout `[B, ΣV]` (each row: stream 0's logits, stream 1's, ...).
+pub fn stack_stream_logits(per_stream: &[Tensor]) -> Result<Vec<f32>> {
+    let rows = per_stream
+        .iter()
+        .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
+        .collect::<Result<Vec<_>>>()?;
+    let batch = rows.first().map_or(0, Vec::len);
+    Ok((0..batch)
+        .flat_map(|b| rows.iter().flat_map(move |r| r[b].iter().copied()))
+        .collect())
 }

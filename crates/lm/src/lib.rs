@@ -22,6 +22,7 @@ mod transformer;
 
 pub use attention::KvCache;
 pub use config::{Decoding, DepthConfig, LmConfig, Role, StreamConfig};
+pub use decode_export::stack_stream_logits;
 pub use embed::{NO_INPUT, SAMPLE};
 pub use generate::{GenerateRequest, Generation, Prompt};
 pub use model::{GridShape, SpeechLm, MAX_BATCH};

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
 use speechinfer_kernels::reference::ReferenceDecoder;
 use speechinfer_kernels::KernelError;
 
+use crate::decode_export::stack_stream_logits;
 use crate::model::{GridShape, SpeechLm};
 use crate::tests::{model, small, tokens};
 
@@ -23,28 +23,14 @@ fn assert_steps_match(lm: &SpeechLm, batch: usize, steps: usize) {
             ids[0] = -1;
         }
         let shape = GridShape::new(batch, k_n, 1);
-        let expected: Vec<Vec<f32>> = lm
-            .forward(&ids, shape, &mut cache)
-            .unwrap()
-            .iter()
-            .map(|t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-            .collect();
+        let expected = stack_stream_logits(&lm.forward(&ids, shape, &mut cache).unwrap()).unwrap();
         let got = reference.step(&ids).unwrap();
-        let total: usize = expected.iter().map(|e| e.len() / batch).sum();
-        for b in 0..batch {
-            let mut offset = 0;
-            for e in &expected {
-                let v = e.len() / batch;
-                for j in 0..v {
-                    let (want, have) = (e[b * v + j], got[b * total + offset + j]);
-                    let tol = 1e-4 * want.abs().max(1.0);
-                    assert!(
-                        (want - have).abs() <= tol,
-                        "step {s} row {b} logit {j}: engine {want}, reference {have}"
-                    );
-                }
-                offset += v;
-            }
+        assert_eq!(got.len(), expected.len());
+        for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
+            assert!(
+                (want - have).abs() <= 1e-4 * want.abs().max(1.0),
+                "step {s} logit {i} of [B, ΣV]: engine {want}, reference {have}"
+            );
         }
     }
 }

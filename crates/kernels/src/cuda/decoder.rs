@@ -285,25 +285,6 @@ impl CudaDecoder {
             .collect())
     }
 
-    /// The first `n` outputs of every sequence's generator (advances them).
-    pub fn rng_outputs(&mut self, n: usize) -> Result<Vec<u64>, KernelError> {
-        let out = self
-            .rt
-            .stream
-            .alloc_zeros::<u64>(self.batch * n.max(1))
-            .map_err(cuda_err)?;
-        let cfg = grid((self.batch as u32, 1, 1), 32, 0);
-        let args = [
-            self.ptr(&out),
-            self.ptr(&self.buf.rng),
-            Arg::Int(int(n, "n")?),
-        ];
-        self.launch(&self.rt.rng_outputs, cfg, &args)?;
-        let mut v = self.download(&out)?;
-        v.truncate(self.batch * n);
-        Ok(v)
-    }
-
     /// Feeds `ids [B, K]` and returns the logits `[B, ΣV]`.
     pub fn step_logits(&mut self, ids: &[i64]) -> Result<Vec<f32>, KernelError> {
         self.run_step(ids, false)?;
@@ -356,7 +337,7 @@ impl CudaDecoder {
                 graph.launch().map_err(cuda_err)?;
             }
         }
-        self.rt.stream.synchronize().map_err(cuda_err)?;
+        // No synchronize here: the caller's download waits for the step (and reports its errors).
         self.positions.iter_mut().for_each(|p| *p += 1);
         Ok(())
     }
@@ -474,7 +455,6 @@ impl CudaDecoder {
                     self.ptr(&buf.temperature),
                     self.ptr(&buf.top_k),
                     self.ptr(&buf.allowed),
-                    Arg::Int(1),
                 ],
             )?;
         }
@@ -575,8 +555,8 @@ impl CudaDecoder {
                 dst.len()
             )));
         }
-        stream.memcpy_htod(values, dst).map_err(cuda_err)?;
-        stream.synchronize().map_err(cuda_err)
+        // From pageable memory the copy is staged before this returns: `values` may go.
+        stream.memcpy_htod(values, dst).map_err(cuda_err)
     }
 
     fn download<T: DeviceRepr + ValidAsZeroBits + Default + Clone>(

@@ -184,13 +184,6 @@ __device__ int total_order(float x) {
     return bits ^ (int)(((unsigned int)(bits >> 31)) >> 1);
 }
 
-// Writes the first n outputs of every sequence's generator (a test of xoshiro_next).
-extern "C" __global__ void rng_outputs(unsigned long long* out, unsigned long long* state, int n) {
-    if (threadIdx.x != 0) return;
-    unsigned long long* s = state + 4 * blockIdx.x;
-    for (int i = 0; i < n; i++) out[(long long)blockIdx.x * n + i] = xoshiro_next(s);
-}
-
 #define SAMPLE_THREADS 1024
 
 // One block per sequence; streams in order, each: mask -> greedy argmax (temperature 0, no
@@ -203,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_tokens(long 
                                          const int* offsets, int k_n, int total,
                                          unsigned long long* rng_state,
                                          const float* temperature, const int* top_k,
-                                         const unsigned char* allowed, int has_allowed) {
+                                         const unsigned char* allowed) {
     extern __shared__ float row_s[];
     __shared__ float scratch[32];
     __shared__ double chunk_sum[SAMPLE_THREADS];
@@ -215,7 +208,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_tokens(long 
         float* row = logits + (long long)b * total + offsets[k];
         for (int i = tid; i < v; i += blockDim.x) {
             float x = row[i];
-            if (has_allowed && !allowed[offsets[k] + i]) x = NEG_INF;
+            if (!allowed[offsets[k] + i]) x = NEG_INF;
             row_s[i] = x;
         }
         __syncthreads();

@@ -10,7 +10,7 @@ use crate::KernelError;
 const SOURCE: &str = include_str!("kernels.cu");
 
 /// Every `extern "C"` kernel of `kernels.cu`.
-pub const KERNEL_NAMES: [&str; 9] = [
+pub const KERNEL_NAMES: [&str; 8] = [
     "embed_sum",
     "rms_norm",
     "matmul_xwt",
@@ -19,7 +19,6 @@ pub const KERNEL_NAMES: [&str; 9] = [
     "silu_mul",
     "advance_positions",
     "sample_tokens",
-    "rng_outputs",
 ];
 
 pub(crate) fn cuda_err(e: DriverError) -> KernelError {
@@ -100,7 +99,6 @@ pub(crate) struct Runtime {
     pub silu_mul: CudaFunction,
     pub advance_positions: CudaFunction,
     pub sample_tokens: CudaFunction,
-    pub rng_outputs: CudaFunction,
 }
 
 impl Runtime {
@@ -130,7 +128,6 @@ impl Runtime {
             silu_mul: f("silu_mul")?,
             advance_positions: f("advance_positions")?,
             sample_tokens: f("sample_tokens")?,
-            rng_outputs: f("rng_outputs")?,
         })
     }
 }
