@@ -45,8 +45,10 @@ if [ ! -f "$NVRTC_DIR/nvidia/cu13/lib/libnvrtc.so.13" ]; then
     echo "warning: NVRTC not installed; the CUDA kernels will not be compiled"
 fi
 if [ -f "$NVRTC_DIR/nvidia/cu13/lib/libnvrtc.so.13" ]; then export SPEECHINFER_REQUIRE_NVRTC=1; fi
-cargo clippy -p speechinfer-lm -p speechinfer-kernels --features speechinfer-lm/cuda --all-targets -q -- -D warnings
+CUDA_CRATES="-p speechinfer-kernels -p speechinfer-lm -p speechinfer-codec"
+CUDA_FEATURES="--features speechinfer-lm/cuda,speechinfer-codec/cuda"
+cargo clippy $CUDA_CRATES $CUDA_FEATURES --all-targets -q -- -D warnings
 LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-  cargo test -p speechinfer-lm -p speechinfer-kernels --features speechinfer-lm/cuda -q
+  cargo test $CUDA_CRATES $CUDA_FEATURES -q
 $PY scripts/gen_stubs.py --check
 $PY -m pytest -q "$@"

@@ -7,6 +7,7 @@ use speechinfer_core::conv::{PackedConv1d, PackedConvTranspose1d};
 use speechinfer_core::tensor_ops::{is_cpu_f32, with_cpu_f32};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
+use speechinfer_kernels::codec::{ConvKind, ConvLayer, Skip};
 
 use crate::state::{zeros_like_context, Cursor};
 
@@ -409,6 +410,59 @@ impl CausalConvTranspose1d {
             (batch, self.cout, emitted),
             &Device::Cpu,
         )?)
+    }
+}
+
+fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?)
+}
+
+impl CausalConv1d {
+    /// This conv in the kernels' layout (weights `[cout, cin, k]`).
+    pub(crate) fn export(&self, name: &str, elu_input: bool, skip: Skip) -> Result<ConvLayer> {
+        let (cout, cin, kernel) = self.core.weight.dims3()?;
+        Ok(ConvLayer {
+            name: name.to_string(),
+            kind: ConvKind::Conv,
+            cin,
+            cout,
+            kernel,
+            stride: self.core.stride,
+            dilation: self.core.dilation,
+            elu_input,
+            skip,
+            weight: f32_values(&self.core.weight)?,
+            bias: f32_values(&self.core.bias)?,
+        })
+    }
+}
+
+impl CausalConvTranspose1d {
+    /// This transposed conv in the kernels' layout (weights `[cin, cout, k]`, recovered from
+    /// the padded columns `[cout · spans · stride, cin]`).
+    pub(crate) fn export(&self, name: &str, elu_input: bool) -> Result<ConvLayer> {
+        let (cout, kernel) = (self.cout, self.tail + self.stride);
+        let cin = self.columns.dim(1)?;
+        let weight = self
+            .columns
+            .t()?
+            .reshape((cin, cout, self.spans * self.stride))?
+            .narrow(2, 0, kernel)?;
+        Ok(ConvLayer {
+            name: name.to_string(),
+            kind: ConvKind::Transposed,
+            cin,
+            cout,
+            kernel,
+            stride: self.stride,
+            dilation: 1,
+            elu_input,
+            skip: Skip::None,
+            weight: f32_values(&weight)?,
+            bias: f32_values(&self.bias)?,
+        })
     }
 }
 

@@ -6,12 +6,16 @@
 
 pub mod config;
 mod conv;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod encodec;
 pub mod mimi;
 mod model;
 mod rvq;
 mod seanet;
 mod state;
+#[cfg(test)]
+mod tests_kernels;
 
 pub use config::CodecConfig;
 pub use encodec::EncodecConfig;

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use speechinfer_core::config::read_config;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
+use speechinfer_kernels::codec::CodecDecoderWeights;
 
 use crate::config::CodecConfig;
 use crate::encodec::{is_encodec_dir, Encodec, EncodecConfig};
@@ -303,6 +304,27 @@ impl Codec {
             Backend::Mimi(m) => m.decode_frames(codes, cursor, chunk),
             Backend::Encodec(e) => e.decode_frames(codes, cursor, chunk),
         }
+    }
+
+    /// The decoder (codebooks and every conv) in the kernels' layout: what the reference and
+    /// CUDA codec decodes run. Native codecs only.
+    pub fn decoder_weights(&self) -> Result<CodecDecoderWeights> {
+        let Backend::Native(n) = &self.backend else {
+            return Err(Error::input(format!(
+                "the kernels' codec decode covers speechinfer codecs, not {}",
+                self.format().name()
+            )));
+        };
+        let weights = CodecDecoderWeights {
+            dimension: n.config.dimension,
+            codebook_size: n.config.codebook_size,
+            codebooks: n.quantizer.stacked_codebooks()?,
+            layers: n.decoder.export()?,
+        };
+        weights
+            .validate()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(weights)
     }
 
     /// Waveform `[B, channels, T]` (f32) → codes `[B, Q, ceil(T / hop)]` (i64).

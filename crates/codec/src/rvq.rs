@@ -49,6 +49,16 @@ impl ResidualVq {
         })
     }
 
+    /// Every codebook stacked, `[Q, codebook_size, dimension]` as f32 values.
+    pub fn stacked_codebooks(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for book in &self.codebooks {
+            let values = book.vectors.to_dtype(DType::F32)?.flatten_all()?;
+            out.extend(values.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
     /// Latent `[B, D, F]` → codes `[B, Q, F]` (i64).
     pub fn encode(&self, latent: &Tensor) -> Result<Tensor> {
         let (b, d, f) = latent.dims3()?;

@@ -4,6 +4,8 @@ use candle_core::Tensor;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::Result;
 
+use speechinfer_kernels::codec::{ConvLayer, Skip};
+
 use crate::config::CodecConfig;
 use crate::conv::{CausalConv1d, CausalConvTranspose1d, ConvSpec, Pre};
 use crate::state::Cursor;
@@ -43,6 +45,15 @@ impl ResidualUnit {
         )?;
         let conv2 = CausalConv1d::load(ckpt, &format!("{prefix}.conv2"), conv(hidden, ch, 1))?;
         Ok(Self { conv1, conv2 })
+    }
+
+    fn export(&self, prefix: &str) -> Result<[ConvLayer; 2]> {
+        Ok([
+            self.conv1
+                .export(&format!("{prefix}.conv1"), true, Skip::Save)?,
+            self.conv2
+                .export(&format!("{prefix}.conv2"), true, Skip::Add)?,
+        ])
     }
 
     fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
@@ -172,6 +183,20 @@ impl Decoder {
             blocks,
             conv_out,
         })
+    }
+
+    /// Every layer in the kernels' layout, in order (what `forward` runs).
+    pub fn export(&self) -> Result<Vec<ConvLayer>> {
+        let mut layers = vec![self.conv_in.export("decoder.conv_in", false, Skip::None)?];
+        for (i, block) in self.blocks.iter().enumerate() {
+            let prefix = format!("decoder.blocks.{i}");
+            layers.push(block.up.export(&format!("{prefix}.up"), true)?);
+            for (j, unit) in block.units.iter().enumerate() {
+                layers.extend(unit.export(&format!("{prefix}.res.{j}"))?);
+            }
+        }
+        layers.push(self.conv_out.export("decoder.conv_out", true, Skip::None)?);
+        Ok(layers)
     }
 
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {

@@ -52,3 +52,16 @@ impl From<candle_core::Error> for Error {
         Error::Internal(err.to_string())
     }
 }
+
+/// The kernels' errors: a caller's input or an unsupported request stays an input error; bad
+/// buffers and CUDA failures are the engine's.
+impl From<speechinfer_kernels::KernelError> for Error {
+    fn from(err: speechinfer_kernels::KernelError) -> Self {
+        use speechinfer_kernels::KernelError as K;
+        match err {
+            K::Input(m) => Error::Input(m),
+            K::Unsupported(_) => Error::Input(err.to_string()),
+            K::Shape(_) | K::Cuda(_) => Error::Internal(err.to_string()),
+        }
+    }
+}

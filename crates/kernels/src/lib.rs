@@ -5,8 +5,9 @@
 //! [`reference`] runs every kernel in plain Rust with the same layouts and index arithmetic as
 //! the CUDA versions in `cuda/kernels.cu`; the lm crate tests it against its candle forward, so
 //! the decomposition the GPU runs is checked on every machine. The [`cuda`] module (feature
-//! `cuda`) runs the same step on a GPU.
+//! `cuda`) runs the same step on a GPU. [`codec`] does the same for the codec decoder.
 
+pub mod codec;
 mod error;
 mod layout;
 pub mod reference;

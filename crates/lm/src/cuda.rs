@@ -1,25 +1,15 @@
 //! The LM's decoding step on a CUDA GPU (feature `cuda`): [`SpeechLm::cuda_decoder`] uploads
 //! [`SpeechLm::decoder_weights`] to a [`CudaDecoder`].
 
-use speechinfer_core::{Error, Result};
+use speechinfer_core::Result;
 use speechinfer_kernels::cuda::CudaDecoder;
-use speechinfer_kernels::KernelError;
 
 use crate::model::SpeechLm;
-
-/// The engine's error for a kernels' error (CUDA failures are not the caller's input).
-pub fn kernel_error(e: KernelError) -> Error {
-    match e {
-        KernelError::Input(m) => Error::input(m),
-        KernelError::Unsupported(_) => Error::input(e.to_string()),
-        KernelError::Shape(_) | KernelError::Cuda(_) => Error::internal(e.to_string()),
-    }
-}
 
 impl SpeechLm {
     /// A decoder for `batch` sequences on GPU `ordinal`, with this model's weights.
     pub fn cuda_decoder(&self, batch: usize, ordinal: usize) -> Result<CudaDecoder> {
-        CudaDecoder::new(&self.decoder_weights()?, batch, ordinal).map_err(kernel_error)
+        Ok(CudaDecoder::new(&self.decoder_weights()?, batch, ordinal)?)
     }
 }
 

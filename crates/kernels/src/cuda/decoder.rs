@@ -3,11 +3,10 @@
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
-    CudaFunction, CudaGraph, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-    ValidAsZeroBits,
+    CudaFunction, CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 
-use super::runtime::{cuda_err, Runtime};
+use super::runtime::{cuda_err, grid, launch, raw_ptr, Arg, Runtime};
 use crate::layout::{rope_tables, DecoderSizes, DecoderWeights};
 use crate::reference::check_ids;
 use crate::KernelError;
@@ -51,13 +50,6 @@ struct DeviceLayer {
     down: CudaSlice<f32>,
     k_cache: CudaSlice<f32>,
     v_cache: CudaSlice<f32>,
-}
-
-/// A kernel argument: a device pointer or a scalar.
-enum Arg {
-    Ptr(u64),
-    Int(i32),
-    Float(f32),
 }
 
 /// Activations and per-sequence state on the device.
@@ -517,24 +509,11 @@ impl CudaDecoder {
     }
 
     fn launch(&self, f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]) -> Result<(), KernelError> {
-        let mut builder = self.rt.stream.launch_builder(f);
-        for arg in args {
-            match arg {
-                Arg::Ptr(p) => builder.arg(p),
-                Arg::Int(i) => builder.arg(i),
-                Arg::Float(x) => builder.arg(x),
-            };
-        }
-        // SAFETY: every pointer is a live buffer of this decoder sized for the launch (the
-        // argument lists above follow the kernel signatures in kernels.cu).
-        unsafe { builder.launch(cfg) }.map_err(cuda_err)?;
-        Ok(())
+        launch(&self.rt.stream, f, cfg, args)
     }
 
     fn raw<T>(&self, s: &CudaSlice<T>) -> u64 {
-        // Event tracking is off, so the returned guard records nothing.
-        let (ptr, _guard) = s.device_ptr(&self.rt.stream);
-        ptr
+        raw_ptr(&self.rt.stream, s)
     }
 
     fn ptr<T>(&self, s: &CudaSlice<T>) -> Arg {
@@ -570,14 +549,6 @@ impl CudaDecoder {
             .map_err(cuda_err)?;
         self.rt.stream.synchronize().map_err(cuda_err)?;
         Ok(out)
-    }
-}
-
-fn grid(grid_dim: (u32, u32, u32), threads: u32, shared: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim,
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: shared,
     }
 }
 

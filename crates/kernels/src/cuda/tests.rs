@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::codec::reference::decode as reference_codec_decode;
+use crate::codec::tests::{random_codec_weights, random_codes};
 use crate::reference::ReferenceDecoder;
 use crate::{DecoderSizes, DecoderWeights, LayerWeights};
 
@@ -22,11 +24,18 @@ fn kernels_compile_with_nvrtc() {
     }
     for arch in ["compute_75", "compute_90"] {
         let ptx = compile_kernels(Some(arch)).unwrap().to_src();
-        for name in KERNEL_NAMES {
-            assert!(
-                ptx.contains(&format!(".entry {name}(")),
-                "{arch}: no kernel {name}"
-            );
+        let codec_ptx = compile_codec_kernels(Some(arch)).unwrap().to_src();
+        let all = [
+            (&ptx, &KERNEL_NAMES[..]),
+            (&codec_ptx, &CODEC_KERNEL_NAMES[..]),
+        ];
+        for (ptx, names) in all {
+            for name in names {
+                assert!(
+                    ptx.contains(&format!(".entry {name}(")),
+                    "{arch}: no kernel {name}"
+                );
+            }
         }
     }
 }
@@ -37,6 +46,10 @@ fn decoder_without_a_device_is_a_typed_error() {
         return;
     }
     let err = CudaDecoder::new(&random_weights(1), 1, 0).err().unwrap();
+    assert!(matches!(err, crate::KernelError::Cuda(_)), "{err}");
+    let err = CudaCodecDecoder::new(&random_codec_weights(1), 0)
+        .err()
+        .unwrap();
     assert!(matches!(err, crate::KernelError::Cuda(_)), "{err}");
 }
 
@@ -150,8 +163,34 @@ fn greedy_device_sampling_is_the_argmax_of_the_logits() {
 }
 
 #[test]
+fn codec_decoder_matches_reference() {
+    if !gpu_for_test() {
+        return;
+    }
+    let weights = random_codec_weights(4);
+    let gpu = CudaCodecDecoder::new(&weights, 0).unwrap();
+    for (batch, q, frames) in [(1, 1, 1), (1, 3, 7), (3, 2, 40), (2, 3, 300)] {
+        let codes = random_codes(batch, q, frames, weights.codebook_size);
+        let want = reference_codec_decode(&weights, &codes, batch, q, frames).unwrap();
+        let got = gpu.decode(&codes, batch, q, frames).unwrap();
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (w - g).abs() <= 1e-4 * scale,
+                "[{batch}, {q}, {frames}] sample {i}: reference {w}, cuda {g}"
+            );
+        }
+    }
+    let err = gpu.decode(&[0, 99], 1, 1, 2).unwrap_err();
+    assert!(matches!(err, crate::KernelError::Input(_)), "{err}");
+}
+
+#[test]
 #[ignore = "writes the PTX for ptxas -v (register and spill check by hand)"]
 fn dump_ptx() {
     let ptx = compile_kernels(Some("compute_90")).unwrap().to_src();
     std::fs::write("/tmp/speechinfer_kernels.ptx", ptx).unwrap();
+    let ptx = compile_codec_kernels(Some("compute_90")).unwrap().to_src();
+    std::fs::write("/tmp/speechinfer_codec_kernels.ptx", ptx).unwrap();
 }
