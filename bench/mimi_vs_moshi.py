@@ -8,9 +8,11 @@ subprocess (`--only engine|moshi|rustymimi`), so its `ru_maxrss` is its own peak
 memory: imports, weights and activations, nothing of the others. Linux carries the parent's
 high-water RSS into a child's `ru_maxrss` across fork/exec, so the parent stays small: it never
 imports torch, and the ~385 MB checkpoint is written (once, to a temporary directory, shared by
-all three) by a subprocess too. Needs `moshi` (see scripts/test.sh). Run:
+all three) by a subprocess too. Needs `moshi` (see scripts/test.sh). `--bf16` also measures the
+engine with `weights="bf16"` (conv and linear weights rounded to bfloat16) and prints it beside
+the float32 engine and the peers. Run:
 
-    python bench/mimi_vs_moshi.py [--seconds 10] [--threads 2] [--codebooks 8]
+    python bench/mimi_vs_moshi.py [--seconds 10] [--threads 2] [--codebooks 8] [--bf16]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 IMPLS = ("engine", "moshi", "rustymimi")
+BF16 = "engine-bf16"
 OPS = ("encode", "decode", "stream decode step")
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
@@ -64,13 +67,19 @@ def run_engine(args: argparse.Namespace) -> dict:
     import numpy as np
     import speechinfer as si
 
+    bf16 = args.only == BF16
     start = time.perf_counter()
-    codec = si.Codec.load(args.weights, num_codebooks=args.codebooks)
+    codec = si.Codec.load(
+        args.weights, num_codebooks=args.codebooks, weights="bf16" if bf16 else "float32"
+    )
     load_s = time.perf_counter() - start
     assert codec.sample_rate == SAMPLE_RATE and codec.frame_rate == FRAME_RATE
     wave = make_wave(args.seconds)
-    codes = codec.encode(wave)
-    np.save(args.codes, codes)  # the other implementations decode the engine's codes
+    if bf16:
+        codes = np.load(args.codes)
+    else:
+        codes = codec.encode(wave)
+        np.save(args.codes, codes)  # the other implementations decode the engine's codes
     n = min(args.stream_frames, codes.shape[-1])
 
     def stream() -> None:
@@ -160,7 +169,8 @@ def write_weights(path: Path, codebooks: int) -> None:
 
 
 def child(args: argparse.Namespace) -> None:
-    result = {"engine": run_engine, "moshi": run_moshi, "rustymimi": run_rustymimi}[args.only](args)
+    runs = {"engine": run_engine, "moshi": run_moshi, "rustymimi": run_rustymimi, BF16: run_engine}
+    result = runs[args.only](args)
     result["peak_rss_mib"] = peak_rss_mib()
     Path(args.json).write_text(json.dumps(result))
 
@@ -183,7 +193,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--codebooks", type=int, default=8)
     parser.add_argument("--stream-frames", type=int, default=25)
-    parser.add_argument("--only", choices=IMPLS, help="(internal) measure one implementation")
+    parser.add_argument("--bf16", action="store_true", help="also the engine with bf16 weights")
+    parser.add_argument(
+        "--only", choices=(*IMPLS, BF16), help="(internal) measure one implementation"
+    )
     parser.add_argument("--json", help="(internal) where --only writes its results")
     parser.add_argument("--weights", type=Path, help="(internal) the shared checkpoint")
     parser.add_argument("--codes", type=Path, help="(internal) the engine's codes (.npy)")
@@ -204,6 +217,8 @@ def main() -> None:
         write = [sys.executable, __file__, "--write-weights", str(weights)]
         subprocess.run([*write, "--codebooks", str(args.codebooks)], check=True)
         results = {impl: measure(impl, args, tmp) for impl in impls}
+        if args.bf16:
+            results[BF16] = measure(BF16, args, tmp)
     if results["engine"] is None:
         sys.exit("engine run failed")
     nan = {op: math.nan for op in (*OPS, "load_s", "peak_rss_mib")}
@@ -226,6 +241,21 @@ def main() -> None:
     rss = f"{pe:>10.0f}{pm:>10.0f}{pr:>10.0f}{'':>12}{'':>11}"
     print(f"{'peak RSS (MiB)':<20}{rss}{pm / pe:>7.2f}x{pr / pe:>7.2f}x")
     print("(m/e = moshi / engine, r/e = rustymimi / engine; > 1: the engine is faster or smaller)")
+    if args.bf16:
+        print_bf16(results.get(BF16) or nan, e, m, r, args.seconds)
+
+
+def print_bf16(b: dict, e: dict, m: dict, r: dict, seconds: float) -> None:
+    """The bf16-weight engine beside the float32 engine and the peers."""
+    print("engine with bf16 weights (same run):")
+    header = ("op", "bf16 s", "bf16 RTF", "f32/bf16", "m/bf16", "r/bf16")
+    print("{:<20}{:>10}{:>12}{:>10}{:>10}{:>10}".format(*header))
+    for op in OPS:
+        audio_s = 1.0 / FRAME_RATE if op.startswith("stream") else seconds
+        tb = b[op]
+        ratios = f"{e[op] / tb:>9.2f}x{m[op] / tb:>9.2f}x{r[op] / tb:>9.2f}x"
+        print(f"{op:<20}{tb:>10.4f}{tb / audio_s:>12.4f}{ratios}")
+    print(f"{'peak RSS (MiB)':<20}{b['peak_rss_mib']:>10.0f}")
 
 
 if __name__ == "__main__":

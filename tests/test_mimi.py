@@ -329,3 +329,49 @@ def test_num_codebooks_is_mimi_only(export_codec) -> None:
     assert si.Codec.load(directory).format == "speechinfer"
     with pytest.raises(si.InputError, match="Mimi checkpoints only"):
         si.Codec.load(directory, num_codebooks=2)
+
+
+BF16_MODULES = (
+    "encoder.",
+    "decoder.",
+    "encoder_transformer.",
+    "decoder_transformer.",
+    "downsample.",
+)
+
+
+def test_bf16_weights_match_moshi_holding_the_same_rounded_weights(
+    mimi_file: Path, reference, ref_codes
+) -> None:
+    """weights="bf16": exact (1e-4) against moshi with the same conv/linear weights rounded to
+    bfloat16, streaming equal to the whole call, and within the rounding of the f32 model."""
+    import copy
+
+    codec = si.Codec.load(mimi_file, weights="bf16")
+    assert codec.weights == "bf16"
+    rounded = copy.deepcopy(reference)
+    changed = 0
+    with torch.no_grad():
+        for name, param in rounded.named_parameters():
+            if param.ndim >= 2 and name.startswith(BF16_MODULES):
+                param.copy_(param.to(torch.bfloat16).float())
+                changed += 1
+    assert changed > 50, "the rounding missed the model's weights"
+    whole = codec.decode(ref_codes)
+    assert rel_err(whole, moshi_decode(rounded, ref_codes)) < 1e-4
+    drift = rel_err(whole, moshi_decode(reference, ref_codes))
+    assert 1e-4 < drift < 3e-2, drift
+    dec = codec.stream_decoder(batch_size=2)
+    pieces = [dec.step(ref_codes[:, :, f : f + 1]) for f in range(ref_codes.shape[2])]
+    assert rel_err(np.concatenate(pieces, axis=1), whole) < 1e-5
+
+
+def test_bf16_weights_are_mimi_only(export_codec, mimi_file: Path) -> None:
+    from conftest import SMALL_CODEC
+
+    _, directory = export_codec(SMALL_CODEC)
+    assert si.Codec.load(directory).weights == "float32"
+    with pytest.raises(si.InputError, match="Mimi checkpoints only"):
+        si.Codec.load(directory, weights="bf16")
+    with pytest.raises(si.InputError, match="'float32' or 'bf16'"):
+        si.Codec.load(mimi_file, weights="int4")

@@ -43,7 +43,7 @@ class Codec:
     def hop_length(self) -> int:
         """int: Samples per code frame."""
     @staticmethod
-    def load(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None) -> Codec:
+    def load(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None, weights: str = 'float32') -> Codec:
         """Load a codec from a model directory holding ``config.json`` and ``model.safetensors`` (a
         speechinfer codec, or a Hugging Face ``EncodecModel`` saved with ``save_pretrained`` when
         the config's ``model_type`` is ``"encodec"``), or from a Kyutai Mimi ``.safetensors`` file
@@ -51,7 +51,9 @@ class Codec:
         names. ``num_codebooks`` sets how many codebooks ``encode`` produces: Mimi 1 … 32 (default
         8); EnCodec one of the counts its ``target_bandwidths`` give (2/4/8/16/32 for 1.5 … 24
         kbps; default the largest). ``format`` (``"speechinfer"``, ``"mimi"`` or ``"encodec"``)
-        skips the detection.
+        skips the detection. ``weights="bf16"`` (Mimi only) rounds the conv and linear weights to
+        bfloat16: streaming steps then read half the bytes; audio moves by the rounding
+        (docs/codec.md, "bfloat16 weights").
         """
     @property
     def num_codebooks(self) -> int:
@@ -63,6 +65,9 @@ class Codec:
         """A streaming decoder for ``batch_size`` parallel streams: feed it a few frames at a time."""
     def stream_encoder(self, batch_size: int = 1) -> StreamEncoder:
         """A streaming encoder for ``batch_size`` parallel streams: feed it audio of any length."""
+    @property
+    def weights(self) -> str:
+        """str: How the weights are held: ``"float32"`` or ``"bf16"``."""
 
 class GenerationStream:
     """Iterator over the frames of a generation as they complete (``SpeechLM.stream``)."""

@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use speechinfer_core::activation::elu_into;
 use speechinfer_core::conv::{PackedConv1d, PackedConvTranspose1d};
-use speechinfer_core::tensor_ops::{is_cpu_f32, with_cpu_f32};
+use speechinfer_core::tensor_ops::{is_cpu_f32, round_to_bf16, with_cpu_f32};
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 use speechinfer_kernels::codec::{ConvKind, ConvLayer, Skip};
@@ -115,6 +115,15 @@ impl CausalConv1d {
     /// `x`: `[B, Cin, T]` with T a multiple of the stride → `[B, Cout, T / stride]`.
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
         self.forward_with(x, cursor, Pre::Identity, None)
+    }
+
+    /// Rounds the weight (not the bias) to bfloat16; streaming steps read it as such.
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        self.core.weight = round_to_bf16(&self.core.weight)?;
+        if let Some(packed) = &mut self.core.packed {
+            packed.round_to_bf16();
+        }
+        Ok(())
     }
 
     /// `forward(pre(x)) + residual`, fused into one pass over the input and the output on CPU.
@@ -322,6 +331,15 @@ impl CausalConvTranspose1d {
             });
         }
         sum.ok_or_else(|| Error::internal("transposed conv with an empty kernel"))
+    }
+
+    /// Rounds the weight (not the bias) to bfloat16; streaming steps read it as such.
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        self.columns = round_to_bf16(&self.columns)?;
+        if let Some((packed, _)) = &mut self.packed {
+            packed.round_to_bf16();
+        }
+        Ok(())
     }
 
     /// `x`: `[B, Cin, n]` → `[B, Cout, n * stride]`.

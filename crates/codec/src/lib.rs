@@ -20,5 +20,5 @@ mod tests_kernels;
 pub use config::CodecConfig;
 pub use encodec::EncodecConfig;
 pub use mimi::MimiConfig;
-pub use model::{Codec, CodecFormat, LoadOptions};
+pub use model::{Codec, CodecFormat, CodecWeights, LoadOptions};
 pub use state::StreamState;

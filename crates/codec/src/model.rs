@@ -49,6 +49,36 @@ impl CodecFormat {
     }
 }
 
+/// How a codec holds its conv and linear weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodecWeights {
+    /// As the checkpoint has them, in f32.
+    #[default]
+    F32,
+    /// Rounded to bfloat16; streaming steps stream the bf16 copies (Mimi only, see
+    /// `Mimi::round_to_bf16`).
+    Bf16,
+}
+
+impl CodecWeights {
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecWeights::F32 => "float32",
+            CodecWeights::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "f32" | "float32" => Ok(CodecWeights::F32),
+            "bf16" | "bfloat16" => Ok(CodecWeights::Bf16),
+            other => Err(Error::input(format!(
+                "weights must be 'float32' or 'bf16', got '{other}'"
+            ))),
+        }
+    }
+}
+
 /// Options of [`Codec::load_with`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -58,6 +88,8 @@ pub struct LoadOptions {
     /// Mimi: codebooks to use (default 8, at most what the file holds). EnCodec: one of the
     /// counts its `target_bandwidths` give (default the largest). Not for speechinfer models.
     pub num_codebooks: Option<usize>,
+    /// bfloat16 weights are for Mimi checkpoints only.
+    pub weights: CodecWeights,
 }
 
 struct Native {
@@ -83,6 +115,7 @@ enum Backend {
 pub struct Codec {
     backend: Backend,
     device: Device,
+    weights: CodecWeights,
 }
 
 impl Codec {
@@ -110,6 +143,12 @@ impl Codec {
             None if is_encodec_dir(path) => CodecFormat::Encodec,
             None => CodecFormat::Native,
         };
+        if options.weights == CodecWeights::Bf16 && format != CodecFormat::Mimi {
+            return Err(Error::input(format!(
+                "weights='bf16' applies to Mimi checkpoints only, not to a {} codec",
+                format.name()
+            )));
+        }
         match format {
             CodecFormat::Native => {
                 if let Some(q) = options.num_codebooks {
@@ -135,10 +174,14 @@ impl Codec {
                     .unwrap_or(MimiConfig::DEFAULT_NUM_CODEBOOKS);
                 // Reject an impossible request before reading hundreds of MB.
                 MimiConfig::new(q, mimi_codebooks_in(path)?)?;
-                let mimi = Mimi::load(path, q, &device)?;
+                let mut mimi = Mimi::load(path, q, &device)?;
+                if options.weights == CodecWeights::Bf16 {
+                    mimi.round_to_bf16()?;
+                }
                 Ok(Self {
                     backend: Backend::Mimi(Box::new(mimi)),
                     device,
+                    weights: options.weights,
                 })
             }
             CodecFormat::Encodec => {
@@ -146,6 +189,7 @@ impl Codec {
                 Ok(Self {
                     backend: Backend::Encodec(Box::new(encodec)),
                     device,
+                    weights: CodecWeights::F32,
                 })
             }
         }
@@ -170,6 +214,7 @@ impl Codec {
                 decoder,
             })),
             device,
+            weights: CodecWeights::F32,
         })
     }
 
@@ -179,10 +224,30 @@ impl Codec {
         num_codebooks: usize,
         device: Device,
     ) -> Result<Self> {
+        Self::mimi_from_checkpoint_with(ckpt, num_codebooks, CodecWeights::F32, device)
+    }
+
+    /// [`Codec::mimi_from_checkpoint`] holding its weights as `weights` says.
+    pub fn mimi_from_checkpoint_with(
+        ckpt: Checkpoint,
+        num_codebooks: usize,
+        weights: CodecWeights,
+        device: Device,
+    ) -> Result<Self> {
+        let mut mimi = Mimi::from_checkpoint(ckpt, num_codebooks)?;
+        if weights == CodecWeights::Bf16 {
+            mimi.round_to_bf16()?;
+        }
         Ok(Self {
-            backend: Backend::Mimi(Box::new(Mimi::from_checkpoint(ckpt, num_codebooks)?)),
+            backend: Backend::Mimi(Box::new(mimi)),
             device,
+            weights,
         })
+    }
+
+    /// How this codec holds its weights.
+    pub fn weights(&self) -> CodecWeights {
+        self.weights
     }
 
     pub fn format(&self) -> CodecFormat {

@@ -7,7 +7,9 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::matmul_xwt;
+use half::bf16;
+
+use crate::kernels::{matmul_xwt, matmul_xwt_bf16};
 
 /// Output columns (transposed conv: input frames) up to which a call runs on the
 /// weight-streaming dot kernel instead of GEMMs.
@@ -126,10 +128,49 @@ fn tap_major(
     taps
 }
 
+/// Tap-major weights `[K][Cout][Cin]`; optionally rounded to bfloat16, and then also kept as
+/// bfloat16 for the weight-streaming path (half the bytes a streaming step reads).
+#[derive(Debug, Clone)]
+struct Taps {
+    values: Vec<f32>,
+    bf16: Option<Vec<bf16>>,
+}
+
+impl Taps {
+    fn new(values: Vec<f32>) -> Self {
+        Self { values, bf16: None }
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.values.as_ptr()
+    }
+
+    fn round_to_bf16(&mut self) {
+        let rounded: Vec<bf16> = self.values.iter().map(|&v| bf16::from_f32(v)).collect();
+        self.values = rounded.iter().map(|v| v.to_f32()).collect();
+        self.bf16 = Some(rounded);
+    }
+
+    /// `x [rows, cin] · tap_jᵀ` → `[rows, cout]` on the weight-streaming kernel.
+    fn tap_product(
+        &self,
+        j: usize,
+        x: &[f32],
+        rows: usize,
+        (cout, cin): (usize, usize),
+    ) -> Vec<f32> {
+        let range = j * cout * cin..(j + 1) * cout * cin;
+        match &self.bf16 {
+            Some(w) => matmul_xwt_bf16(x, rows, &w[range], cout, cin),
+            None => matmul_xwt(x, rows, &self.values[range], cout, cin),
+        }
+    }
+}
+
 /// Conv1d weights repacked tap-major, `[K][Cout][Cin]`, so each tap is one contiguous matrix.
 #[derive(Debug, Clone)]
 pub struct PackedConv1d {
-    taps: Vec<f32>,
+    taps: Taps,
     bias: Vec<f32>,
     cout: usize,
     cin: usize,
@@ -152,7 +193,7 @@ impl PackedConv1d {
         assert!(stride > 0 && dilation > 0 && kernel > 0);
         let taps = tap_major(weight, kernel, (cout, cin), |o, i| (o * cin + i) * kernel);
         Self {
-            taps,
+            taps: Taps::new(taps),
             bias: bias.to_vec(),
             cout,
             cin,
@@ -164,6 +205,11 @@ impl PackedConv1d {
 
     pub fn cout(&self) -> usize {
         self.cout
+    }
+
+    /// Rounds the weights (not the bias) to bfloat16; streaming steps then read them as such.
+    pub fn round_to_bf16(&mut self) {
+        self.taps.round_to_bf16();
     }
 
     /// Input samples one output sample sees.
@@ -279,8 +325,7 @@ impl PackedConv1d {
                     *value = x[first + i * t_in];
                 }
             }
-            let tap = &self.taps[j * cout * cin..(j + 1) * cout * cin];
-            let out = matmul_xwt(&columns, rows, tap, cout, cin);
+            let out = self.taps.tap_product(j, &columns, rows, (cout, cin));
             for (r, outs) in out.chunks(cout.max(1)).enumerate() {
                 let (b, t) = (r / t_out, r % t_out);
                 for (o, value) in outs.iter().enumerate() {
@@ -295,7 +340,7 @@ impl PackedConv1d {
 /// ConvTranspose1d weights repacked tap-major, `[K][Cout][Cin]`.
 #[derive(Debug, Clone)]
 pub struct PackedConvTranspose1d {
-    taps: Vec<f32>,
+    taps: Taps,
     cout: usize,
     cin: usize,
     kernel: usize,
@@ -313,7 +358,7 @@ impl PackedConvTranspose1d {
         assert!(stride > 0 && kernel > 0);
         let taps = tap_major(weight, kernel, (cout, cin), |o, i| (i * cout + o) * kernel);
         Self {
-            taps,
+            taps: Taps::new(taps),
             cout,
             cin,
             kernel,
@@ -323,6 +368,11 @@ impl PackedConvTranspose1d {
 
     pub fn cout(&self) -> usize {
         self.cout
+    }
+
+    /// Rounds the weights to bfloat16; streaming steps then read them as such.
+    pub fn round_to_bf16(&mut self) {
+        self.taps.round_to_bf16();
     }
 
     /// Length of the full output of `n` input frames: `(n - 1) * stride + K`.
@@ -405,8 +455,7 @@ impl PackedConvTranspose1d {
             }
         }
         for j in 0..self.kernel {
-            let tap = &self.taps[j * cout * cin..(j + 1) * cout * cin];
-            let out = matmul_xwt(&xt, rows, tap, cout, cin);
+            let out = self.taps.tap_product(j, &xt, rows, (cout, cin));
             for (r, outs) in out.chunks(cout.max(1)).enumerate() {
                 let (b, t) = (r / n, r % n);
                 for (o, value) in outs.iter().enumerate() {
@@ -539,6 +588,59 @@ mod tests {
                 }
             }
             assert_close(&conv.forward(&x, b, n), &want);
+        }
+    }
+}
+
+#[cfg(test)]
+mod bf16_tests {
+    //! bfloat16 weights: both paths (GEMM for long calls, bf16 dot products for streaming-sized
+    //! calls) compute with the same rounded weights.
+
+    use half::bf16;
+
+    use super::*;
+
+    fn rounded(w: &[f32]) -> Vec<f32> {
+        w.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
+    }
+
+    fn values(len: usize, phase: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * 0.611 + phase).sin()).collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn rounded_conv_equals_a_conv_of_rounded_weights_on_both_paths() {
+        let (b, cin, cout, k) = (2, 24, 20, 3);
+        let w = values(cout * cin * k, 0.3);
+        let bias = values(cout, 1.0);
+        let mut conv = PackedConv1d::new(&w, &bias, (cout, cin, k), 1, 2);
+        conv.round_to_bf16();
+        let exact = PackedConv1d::new(&rounded(&w), &bias, (cout, cin, k), 1, 2);
+        for t in [6, 400] {
+            let x = values(b * cin * t, 2.0);
+            assert_close(&conv.forward(&x, b, t), &exact.forward(&x, b, t));
+        }
+        assert_ne!(rounded(&w), w, "the test weights must change when rounded");
+    }
+
+    #[test]
+    fn rounded_transposed_conv_equals_one_of_rounded_weights_on_both_paths() {
+        let (b, cin, cout, k, s) = (2, 24, 20, 8, 4);
+        let w = values(cin * cout * k, 0.7);
+        let mut conv = PackedConvTranspose1d::new(&w, (cin, cout, k), s);
+        conv.round_to_bf16();
+        let exact = PackedConvTranspose1d::new(&rounded(&w), (cin, cout, k), s);
+        for n in [2, 300] {
+            let x = values(b * cin * n, 1.1);
+            assert_close(&conv.forward(&x, b, n), &exact.forward(&x, b, n));
         }
     }
 }

@@ -24,6 +24,20 @@ pub fn matmul_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<
     })
 }
 
+/// [`matmul_xwt`] from bfloat16 weights `w [n, k]` (half the f32 bytes; each weight widened to
+/// f32 exactly before its FMA, so the result equals [`matmul_xwt`] on the widened weights up to
+/// the summation order of two accumulator chains).
+pub fn matmul_xwt_bf16(x: &[f32], rows: usize, w: &[half::bf16], n: usize, k: usize) -> Vec<f32> {
+    assert!(
+        x.len() == rows * k && w.len() == n * k,
+        "matmul_xwt_bf16: bad slice lengths"
+    );
+    let simd = has_avx2_fma();
+    by_weight_rows(x, rows, n, k, |j, xs, out| {
+        dots(xs, &w[j * k..(j + 1) * k], out, simd)
+    })
+}
+
 /// A weight matrix `[n, k]` stored as int8 with one f32 scale per row (symmetric, round to
 /// nearest): `w[j, i] ≈ scales[j] · data[j, i]`. A quarter of the f32 bytes, so a decoding step
 /// bound by weight bandwidth streams four times less.
@@ -182,6 +196,23 @@ impl Weight for i8 {
     }
 }
 
+impl Weight for half::bf16 {
+    const TWO_CHAINS: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(ptr: *const half::bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 8 readable bf16 (16 bytes). A bf16 is the high half
+        // of an f32: widen to 32 bits and shift up.
+        unsafe {
+            let halves = _mm_loadu_si128(ptr as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(halves)))
+        }
+    }
+}
+
 /// `out[m] = x[m] · w` for the `out.len()` (≤ [`BLOCK`]) rows of `x`. Each row's sum is computed
 /// in the same order whatever the other rows, so results do not depend on the block.
 fn dots<W: Weight>(x: &[f32], w: &[W], out: &mut [f32], simd: bool) {
@@ -336,6 +367,27 @@ mod tests {
                 assert!((f64::from(y[m * n + j]) - want).abs() < 1e-4 * want.abs().max(1.0));
             }
             let alone = matmul_xwt(&x[m * k..(m + 1) * k], 1, &w, n, k);
+            assert_eq!(alone.as_slice(), &y[m * n..(m + 1) * n]);
+        }
+    }
+
+    #[test]
+    fn bf16_matches_its_widened_matrix_and_is_row_count_independent() {
+        let (n, k) = (29, 203);
+        let w: Vec<half::bf16> = (0..n * k)
+            .map(|i| half::bf16::from_f32(((i * 7 % 13) as f32 - 6.0) / 7.0))
+            .collect();
+        let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let x: Vec<f32> = (0..5 * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let y = matmul_xwt_bf16(&x, 5, &w, n, k);
+        let exact = matmul_xwt(&x, 5, &wide, n, k);
+        for (a, b) in y.iter().zip(&exact) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        for m in 0..5 {
+            let alone = matmul_xwt_bf16(&x[m * k..(m + 1) * k], 1, &w, n, k);
             assert_eq!(alone.as_slice(), &y[m * n..(m + 1) * n]);
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Device;
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
-use speechinfer_codec::{Codec as Engine, CodecFormat, LoadOptions, StreamState};
+use speechinfer_codec::{Codec as Engine, CodecFormat, CodecWeights, LoadOptions, StreamState};
 use speechinfer_core::{Error, Result};
 
 use crate::arrays::{float32_array, int_array, tensor_to_host, to_numpy, HostArray};
@@ -116,22 +116,27 @@ impl Codec {
     /// names. ``num_codebooks`` sets how many codebooks ``encode`` produces: Mimi 1 … 32 (default
     /// 8); EnCodec one of the counts its ``target_bandwidths`` give (2/4/8/16/32 for 1.5 … 24
     /// kbps; default the largest). ``format`` (``"speechinfer"``, ``"mimi"`` or ``"encodec"``)
-    /// skips the detection.
+    /// skips the detection. ``weights="bf16"`` (Mimi only) rounds the conv and linear weights to
+    /// bfloat16: streaming steps then read half the bytes; audio moves by the rounding
+    /// (docs/codec.md, "bfloat16 weights").
     #[staticmethod]
     #[pyo3(
-        signature = (path, num_codebooks=None, format=None),
-        text_signature = "(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None) -> Codec"
+        signature = (path, num_codebooks=None, format=None, weights="float32"),
+        text_signature = "(path: str | os.PathLike[str], num_codebooks: int | None = None, format: str | None = None, weights: str = 'float32') -> Codec"
     )]
     fn load(
         py: Python<'_>,
         path: PathBuf,
         num_codebooks: Option<usize>,
         format: Option<String>,
+        weights: &str,
     ) -> PyResult<Self> {
+        let weights = weights.to_string();
         let engine = without_gil(py, move || {
             let options = LoadOptions {
                 format: format.as_deref().map(CodecFormat::parse).transpose()?,
                 num_codebooks,
+                weights: CodecWeights::parse(&weights)?,
             };
             Engine::load_with(&path, &options)
         })?;
@@ -144,6 +149,12 @@ impl Codec {
     #[getter]
     fn format(&self) -> &'static str {
         self.engine.format().name()
+    }
+
+    /// str: How the weights are held: ``"float32"`` or ``"bf16"``.
+    #[getter]
+    fn weights(&self) -> &'static str {
+        self.engine.weights().name()
     }
 
     /// int: Audio sample rate in Hz.

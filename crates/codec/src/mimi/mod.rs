@@ -234,6 +234,18 @@ impl Mimi {
         &self.config
     }
 
+    /// Rounds the conv and linear weights of the SEANets, transformers and downsampling to
+    /// bfloat16 (biases, norms, layer scales, codebooks and the small depthwise upsampling stay
+    /// f32). Whole calls multiply the rounded values in f32; streaming steps read the bf16
+    /// copies, half the bytes of the weights a step streams.
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        self.encoder.round_to_bf16()?;
+        self.encoder_transformer.round_to_bf16()?;
+        self.downsample.round_to_bf16()?;
+        self.decoder_transformer.round_to_bf16()?;
+        self.decoder.round_to_bf16()
+    }
+
     /// Wave `[B, 1, n·hop]` → codes `[B, Q, n]` (i64), carrying state through `cursor`. The
     /// SEANet runs in chunks of `chunk_samples` (a multiple of the hop); the transformer, the
     /// resampling and the quantizer see all frames at once (their weights are read once).

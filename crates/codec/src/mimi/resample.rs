@@ -5,6 +5,7 @@
 //! SEANet decoder's.
 
 use candle_core::{DType, Tensor};
+use speechinfer_core::tensor_ops::round_to_bf16;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
@@ -27,6 +28,11 @@ impl Downsample {
             stride: s,
             context: s,
         })
+    }
+
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        self.weight = round_to_bf16(&self.weight)?;
+        Ok(())
     }
 
     /// `[B, C, n·stride]` → `[B, C, n]`.

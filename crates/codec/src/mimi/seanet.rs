@@ -48,6 +48,14 @@ struct ResBlock {
     conv2: CausalConv1d,
 }
 
+fn round_blocks(blocks: &mut [ResBlock]) -> Result<()> {
+    for block in blocks {
+        block.conv1.round_to_bf16()?;
+        block.conv2.round_to_bf16()?;
+    }
+    Ok(())
+}
+
 impl ResBlock {
     fn load(
         ckpt: &mut Checkpoint,
@@ -139,6 +147,16 @@ impl Encoder {
         })
     }
 
+    /// Every conv weight rounded to bfloat16.
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        self.conv_in.round_to_bf16()?;
+        for stage in &mut self.stages {
+            round_blocks(&mut stage.blocks)?;
+            stage.down.round_to_bf16()?;
+        }
+        self.conv_out.round_to_bf16()
+    }
+
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x, cursor)?;
         for stage in &self.stages {
@@ -204,6 +222,16 @@ impl Decoder {
             stages,
             conv_out,
         })
+    }
+
+    /// Every conv weight rounded to bfloat16.
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        self.conv_in.round_to_bf16()?;
+        for stage in &mut self.stages {
+            stage.up.round_to_bf16()?;
+            round_blocks(&mut stage.blocks)?;
+        }
+        self.conv_out.round_to_bf16()
     }
 
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {

@@ -159,3 +159,42 @@ fn random_mimi_encodes_whole_frames() {
     );
     assert_eq!(codes.dtype(), DType::I64);
 }
+
+/// bfloat16 weights: streaming (bf16 dot products where few columns or rows) equals the whole
+/// call (GEMMs on the same rounded values), and the audio stays near the f32 model's.
+#[test]
+fn bf16_mimi_streams_like_its_whole_call_and_stays_near_f32() {
+    let mut mimi = random_mimi();
+    let codes = random_codes(1, 4, 6);
+    let decode_whole = |m: &Mimi| {
+        m.decode_frames(&codes, &mut StreamState::new(1).cursor(), usize::MAX)
+            .unwrap()
+    };
+    let f32_audio = decode_whole(&mimi);
+    mimi.round_to_bf16().unwrap();
+    let whole = decode_whole(&mimi);
+    let scale = f32_audio
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let drift = max_abs_diff(&whole, &f32_audio) / scale;
+    assert!(drift > 0.0 && drift < 3e-2, "bf16 vs f32: {drift}");
+
+    let mut state = StreamState::new(1);
+    let frames: Vec<Tensor> = (0..6)
+        .map(|f| {
+            mimi.decode_frames(
+                &codes.narrow(2, f, 1).unwrap(),
+                &mut state.cursor(),
+                usize::MAX,
+            )
+            .unwrap()
+        })
+        .collect();
+    let streamed = Tensor::cat(&frames, 2).unwrap();
+    let gap = max_abs_diff(&streamed, &whole) / scale;
+    assert!(gap < 1e-5, "streamed vs whole: {gap}");
+}

@@ -9,7 +9,7 @@
 //! the first `context` steps; the two agree everywhere a test can reach in a few seconds).
 
 use candle_core::{Device, Tensor};
-use speechinfer_core::tensor_ops::linear_rows;
+use speechinfer_core::tensor_ops::LinearWeight;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 
@@ -19,20 +19,20 @@ use crate::state::Cursor;
 struct Layer {
     norm1: (Tensor, Tensor),
     /// `[3d, d]`: `in_proj_weight` (rows q; k; v).
-    in_proj: Tensor,
+    in_proj: LinearWeight,
     /// `[d, d]`.
-    out_proj: Tensor,
+    out_proj: LinearWeight,
     norm2: (Tensor, Tensor),
     /// `[ff, d]` and `[d, ff]`.
-    linear1: Tensor,
-    linear2: Tensor,
+    linear1: LinearWeight,
+    linear2: LinearWeight,
     scale1: Tensor,
     scale2: Tensor,
 }
 
 /// A linear weight `[out, in]` under `name`.
-fn linear(ckpt: &mut Checkpoint, name: &str, out: usize, inp: usize) -> Result<Tensor> {
-    ckpt.take(name, &[out, inp])
+fn linear(ckpt: &mut Checkpoint, name: &str, out: usize, inp: usize) -> Result<LinearWeight> {
+    Ok(LinearWeight::new(ckpt.take(name, &[out, inp])?))
 }
 
 impl Layer {
@@ -108,6 +108,21 @@ impl Transformer {
             max_period: cfg.max_period,
             eps: cfg.norm_eps as f32,
         })
+    }
+
+    /// Every linear weight rounded to bfloat16 (norms and layer scales stay f32).
+    pub fn round_to_bf16(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for w in [
+                &mut layer.in_proj,
+                &mut layer.out_proj,
+                &mut layer.linear1,
+                &mut layer.linear2,
+            ] {
+                w.round_to_bf16()?;
+            }
+        }
+        Ok(())
     }
 
     /// `[B, d, T]` (conv layout) → `[B, d, T]`.
@@ -290,11 +305,11 @@ struct Block {
 const FEW_ROWS: usize = 8;
 
 /// `[B, T, in] · wᵀ` with `w [out, in]` → `[B, T, out]` as one 2-D product.
-fn matmul2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+fn matmul2d(x: &Tensor, w: &LinearWeight) -> Result<Tensor> {
     let (b, t, i) = x.dims3()?;
-    let out = w.dim(0)?;
+    let out = w.weight().dim(0)?;
     let rows = x.reshape((b * t, i))?;
-    Ok(linear_rows(&rows, w, b * t <= FEW_ROWS)?.reshape((b, t, out))?)
+    Ok(w.forward(&rows, b * t <= FEW_ROWS)?.reshape((b, t, out))?)
 }
 
 /// Reference checks of the masking rule on small cases.
