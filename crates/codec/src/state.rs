@@ -48,8 +48,10 @@ impl StreamState {
         let mut keep = vec![1f32; self.batch_size];
         keep[index] = 0.0;
         for slot in self.slots.iter_mut().flatten() {
-            let mask = Tensor::from_slice(&keep, (self.batch_size, 1, 1), slot.device())?
-                .to_dtype(slot.dtype())?;
+            // Batch first, whatever the slot's rank.
+            let mut shape = vec![1; slot.rank()];
+            shape[0] = self.batch_size;
+            let mask = Tensor::from_slice(&keep, shape, slot.device())?.to_dtype(slot.dtype())?;
             *slot = slot.broadcast_mul(&mask)?;
         }
         Ok(())

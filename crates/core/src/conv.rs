@@ -109,40 +109,54 @@ impl SharedOut {
     }
 }
 
-/// `[K][Cout][Cin]` from a weight whose `K` taps of (output o, input i) start at `start(o, i)`.
-fn tap_major(
-    weight: &[f32],
-    kernel: usize,
-    (cout, cin): (usize, usize),
-    start: impl Fn(usize, usize) -> usize,
-) -> Vec<f32> {
-    let mut taps = vec![0f32; weight.len()];
-    for o in 0..cout {
-        for i in 0..cin {
-            let first = start(o, i);
-            for j in 0..kernel {
-                taps[(j * cout + o) * cin + i] = weight[first + j];
-            }
-        }
-    }
-    taps
-}
-
-/// Tap-major weights `[K][Cout][Cin]`; optionally rounded to bfloat16, and then also kept as
-/// bfloat16 for the weight-streaming path (half the bytes a streaming step reads).
+/// Weights `[Cout][K][Cin]` (from a weight whose `K` taps of (output o, input i) start at
+/// `start(o, i)`), optionally rounded to bfloat16 and then also kept as bfloat16 for the
+/// weight-streaming path (half the bytes a streaming step reads).
+///
+/// One layout serves both paths: the GEMM for tap `j` reads rows `o` at stride `K·Cin` from
+/// offset `j·Cin`; a call with few columns is one weight-streaming product over all taps
+/// (a conv: inputs gathered as `[rows, K·Cin]`; a transposed conv: weights seen as
+/// `[Cout·K, Cin]`), one parallel dispatch instead of one per tap.
 #[derive(Debug, Clone)]
 struct Taps {
     values: Vec<f32>,
     bf16: Option<Vec<bf16>>,
+    kernel: usize,
+    cin: usize,
 }
 
 impl Taps {
-    fn new(values: Vec<f32>) -> Self {
-        Self { values, bf16: None }
+    fn new(
+        weight: &[f32],
+        kernel: usize,
+        (cout, cin): (usize, usize),
+        start: impl Fn(usize, usize) -> usize,
+    ) -> Self {
+        let mut values = vec![0f32; weight.len()];
+        for o in 0..cout {
+            for i in 0..cin {
+                let first = start(o, i);
+                for j in 0..kernel {
+                    values[(o * kernel + j) * cin + i] = weight[first + j];
+                }
+            }
+        }
+        Self {
+            values,
+            bf16: None,
+            kernel,
+            cin,
+        }
     }
 
-    fn as_ptr(&self) -> *const f32 {
-        self.values.as_ptr()
+    /// The GEMM operand of tap `j` for output rows from `o0`: pointer, row and column strides.
+    fn lhs(&self, j: usize, o0: usize) -> (*const f32, isize, isize) {
+        let at = (o0 * self.kernel + j) * self.cin;
+        (
+            self.values.as_ptr().wrapping_add(at),
+            (self.kernel * self.cin) as isize,
+            1,
+        )
     }
 
     fn round_to_bf16(&mut self) {
@@ -151,23 +165,17 @@ impl Taps {
         self.bf16 = Some(rounded);
     }
 
-    /// `x [rows, cin] · tap_jᵀ` → `[rows, cout]` on the weight-streaming kernel.
-    fn tap_product(
-        &self,
-        j: usize,
-        x: &[f32],
-        rows: usize,
-        (cout, cin): (usize, usize),
-    ) -> Vec<f32> {
-        let range = j * cout * cin..(j + 1) * cout * cin;
+    /// `x [rows, k] · Wᵀ` with every weight seen as one matrix `[n, k]`, on the
+    /// weight-streaming kernel.
+    fn product(&self, x: &[f32], rows: usize, n: usize, k: usize) -> Vec<f32> {
         match &self.bf16 {
-            Some(w) => matmul_xwt_bf16(x, rows, &w[range], cout, cin),
-            None => matmul_xwt(x, rows, &self.values[range], cout, cin),
+            Some(w) => matmul_xwt_bf16(x, rows, w, n, k),
+            None => matmul_xwt(x, rows, &self.values, n, k),
         }
     }
 }
 
-/// Conv1d weights repacked tap-major, `[K][Cout][Cin]`, so each tap is one contiguous matrix.
+/// Conv1d weights repacked `[Cout][K][Cin]` (see [`Taps`]).
 #[derive(Debug, Clone)]
 pub struct PackedConv1d {
     taps: Taps,
@@ -191,9 +199,9 @@ impl PackedConv1d {
         assert_eq!(weight.len(), cout * cin * kernel, "conv weight size");
         assert_eq!(bias.len(), cout, "conv bias size");
         assert!(stride > 0 && dilation > 0 && kernel > 0);
-        let taps = tap_major(weight, kernel, (cout, cin), |o, i| (o * cin + i) * kernel);
+        let taps = Taps::new(weight, kernel, (cout, cin), |o, i| (o * cin + i) * kernel);
         Self {
-            taps: Taps::new(taps),
+            taps,
             bias: bias.to_vec(),
             cout,
             cin,
@@ -280,13 +288,7 @@ impl PackedConv1d {
                         n,
                         k: self.cin,
                         dst: (dst, t_out as isize, 1),
-                        lhs: (
-                            self.taps
-                                .as_ptr()
-                                .add((j * self.cout + rows.start) * self.cin),
-                            self.cin as isize,
-                            1,
-                        ),
+                        lhs: self.taps.lhs(j, rows.start),
                         rhs: (src.as_ptr().add(first), t_in as isize, self.stride as isize),
                     }
                     .accumulate();
@@ -296,9 +298,10 @@ impl PackedConv1d {
         y
     }
 
-    /// A call with few output columns (a streaming step): per tap, the gathered input columns
-    /// dotted with the tap's weight rows by the weight-streaming kernel, which reads every
-    /// weight once instead of packing it for a GEMM whose tiles would be mostly empty.
+    /// A call with few output columns (a streaming step): each output column's inputs gathered
+    /// over every tap (`[rows, K·Cin]`) and dotted with the weight rows by the weight-streaming
+    /// kernel in one product, which reads every weight once instead of packing it for a GEMM
+    /// whose tiles would be mostly empty.
     fn forward_few(
         &self,
         x: &[f32],
@@ -316,28 +319,29 @@ impl PackedConv1d {
             values.iter_mut().for_each(|v| *v += self.bias[row % cout]);
         }
         let rows = batch * t_out;
-        let mut columns = vec![0f32; rows * cin];
-        for j in 0..self.kernel {
-            for (r, column) in columns.chunks_mut(cin.max(1)).enumerate() {
-                let (b, t) = (r / t_out, r % t_out);
+        let width = self.kernel * cin;
+        let mut columns = vec![0f32; rows * width];
+        for (r, column) in columns.chunks_mut(width.max(1)).enumerate() {
+            let (b, t) = (r / t_out, r % t_out);
+            for (j, tap) in column.chunks_mut(cin.max(1)).enumerate() {
                 let first = b * cin * t_in + t * self.stride + j * self.dilation;
-                for (i, value) in column.iter_mut().enumerate() {
+                for (i, value) in tap.iter_mut().enumerate() {
                     *value = x[first + i * t_in];
                 }
             }
-            let out = self.taps.tap_product(j, &columns, rows, (cout, cin));
-            for (r, outs) in out.chunks(cout.max(1)).enumerate() {
-                let (b, t) = (r / t_out, r % t_out);
-                for (o, value) in outs.iter().enumerate() {
-                    y[(b * cout + o) * t_out + t] += value;
-                }
+        }
+        let out = self.taps.product(&columns, rows, cout, width);
+        for (r, outs) in out.chunks(cout.max(1)).enumerate() {
+            let (b, t) = (r / t_out, r % t_out);
+            for (o, value) in outs.iter().enumerate() {
+                y[(b * cout + o) * t_out + t] += value;
             }
         }
         y
     }
 }
 
-/// ConvTranspose1d weights repacked tap-major, `[K][Cout][Cin]`.
+/// ConvTranspose1d weights repacked `[Cout][K][Cin]` (see [`Taps`]).
 #[derive(Debug, Clone)]
 pub struct PackedConvTranspose1d {
     taps: Taps,
@@ -356,9 +360,9 @@ impl PackedConvTranspose1d {
             "transposed conv weight size"
         );
         assert!(stride > 0 && kernel > 0);
-        let taps = tap_major(weight, kernel, (cout, cin), |o, i| (i * cout + o) * kernel);
+        let taps = Taps::new(weight, kernel, (cout, cin), |o, i| (i * cout + o) * kernel);
         Self {
-            taps: Taps::new(taps),
+            taps,
             cout,
             cin,
             kernel,
@@ -424,13 +428,7 @@ impl PackedConvTranspose1d {
                         n: t_hi - t_lo,
                         k: self.cin,
                         dst: (dst.add(t_lo * s + j), len as isize, s as isize),
-                        lhs: (
-                            self.taps
-                                .as_ptr()
-                                .add((j * self.cout + rows.start) * self.cin),
-                            self.cin as isize,
-                            1,
-                        ),
+                        lhs: self.taps.lhs(j, rows.start),
                         rhs: (src.as_ptr().add(t_lo), n as isize, 1),
                     }
                     .accumulate();
@@ -440,8 +438,8 @@ impl PackedConvTranspose1d {
         y
     }
 
-    /// Few input frames (a streaming step): the transposed input dotted with each tap's weight
-    /// rows by the weight-streaming kernel, then added at the tap's output offsets.
+    /// Few input frames (a streaming step): the transposed input dotted with every (output,
+    /// tap) weight row in one weight-streaming product, then added at the taps' output offsets.
     fn forward_few(&self, x: &[f32], batch: usize, n: usize) -> Vec<f32> {
         let (cout, cin, s) = (self.cout, self.cin, self.stride);
         let len = self.output_len(n);
@@ -454,13 +452,16 @@ impl PackedConvTranspose1d {
                 *value = x[(b * cin + i) * n + t];
             }
         }
-        for j in 0..self.kernel {
-            let out = self.taps.tap_product(j, &xt, rows, (cout, cin));
-            for (r, outs) in out.chunks(cout.max(1)).enumerate() {
-                let (b, t) = (r / n, r % n);
-                for (o, value) in outs.iter().enumerate() {
-                    y[(b * cout + o) * len + t * s + j] += value;
-                }
+        let k = self.kernel;
+        let out = self.taps.product(&xt, rows, cout * k, cin);
+        for (r, outs) in out.chunks((cout * k).max(1)).enumerate() {
+            let (b, t) = (r / n, r % n);
+            for (o, taps) in outs.chunks(k.max(1)).enumerate() {
+                let at = (b * cout + o) * len + t * s;
+                y[at..at + k]
+                    .iter_mut()
+                    .zip(taps)
+                    .for_each(|(y, v)| *y += v);
             }
         }
         y

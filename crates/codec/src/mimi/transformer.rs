@@ -128,7 +128,8 @@ impl Transformer {
     /// `[B, d, T]` (conv layout) → `[B, d, T]`.
     ///
     /// State: a `[B, 1, 1]` count of the steps each stream has seen (0 after a reset), then per
-    /// layer its cached keys and values `[B, L, d]` (RoPE already applied to the keys).
+    /// layer its cached keys and values `[B, H, L, head_dim]` (RoPE already applied to the
+    /// keys), kept in the layout attention reads so a step copies each cache once.
     pub fn forward(&self, x: &Tensor, cursor: &mut Cursor) -> Result<Tensor> {
         let (b, d, t) = x.dims3()?;
         let device = x.device();
@@ -147,7 +148,7 @@ impl Transformer {
         for layer in &self.layers {
             let k_slot = cursor.next_slot();
             let cached_k = k_slot.take();
-            let cache_len = cached_k.as_ref().map_or(Ok(0), |k| k.dim(1))?;
+            let cache_len = cached_k.as_ref().map_or(Ok(0), |k| k.dim(2))?;
             if blocks.is_none() {
                 // Every layer caches the same number of steps: the masks are built once.
                 blocks = Some(self.blocks(&offsets, t, cache_len, device)?);
@@ -162,12 +163,10 @@ impl Transformer {
             let v = qkv.narrow(2, 2 * d, d)?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            // Back to `[B, T, d]` for the cache.
-            let k = k.transpose(1, 2)?.reshape((b, t, d))?;
-            let keys = self.heads(&self.extend(cached_k, &k, k_slot)?)?;
+            let keys = self.extend(cached_k, &k, k_slot)?;
             let v_slot = cursor.next_slot();
             let cached_v = v_slot.take();
-            let values = self.heads(&self.extend(cached_v, &v, v_slot)?)?;
+            let values = self.extend(cached_v, &self.heads(&v)?, v_slot)?;
 
             let scale = 1.0 / (self.head_dim as f64).sqrt();
             let mut outputs = Vec::with_capacity(blocks.len());
@@ -200,8 +199,8 @@ impl Transformer {
             .contiguous()?)
     }
 
-    /// Cached `[B, L, d]` + new `[B, T, d]` → all keys `[B, L + T, d]`; the slot keeps the last
-    /// `context - 1` of them.
+    /// Cached `[B, H, L, hd]` + new `[B, H, T, hd]` → all keys `[B, H, L + T, hd]`; the slot
+    /// keeps a view of the last `context - 1` (the next step's `cat` copies them once).
     fn extend(
         &self,
         cached: Option<Tensor>,
@@ -209,12 +208,12 @@ impl Transformer {
         slot: &mut Option<Tensor>,
     ) -> Result<Tensor> {
         let all = match cached {
-            Some(c) => Tensor::cat(&[&c, new], 1)?,
+            Some(c) => Tensor::cat(&[&c, new], 2)?,
             None => new.contiguous()?,
         };
-        let len = all.dim(1)?;
+        let len = all.dim(2)?;
         let keep = len.min(self.context.saturating_sub(1));
-        *slot = Some(all.narrow(1, len - keep, keep)?.contiguous()?);
+        *slot = Some(all.narrow(2, len - keep, keep)?);
         Ok(all)
     }
 
