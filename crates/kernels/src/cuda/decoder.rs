@@ -52,6 +52,15 @@ struct DeviceLayer {
     v_cache: CudaSlice<f32>,
 }
 
+/// What one step does after the logits (each mode has its own captured graph).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Logits = 0,
+    Sample = 1,
+    /// Sample, then the tokens become the next step's ids and a row of the history.
+    SampleFeedBack = 2,
+}
+
 /// Activations and per-sequence state on the device.
 struct Buffers {
     ids: CudaSlice<i64>,
@@ -68,6 +77,9 @@ struct Buffers {
     temperature: CudaSlice<f32>,
     top_k: CudaSlice<i32>,
     allowed: CudaSlice<u8>,
+    /// `[max_positions, B, K]` tokens of [`CudaDecoder::generate`], and its row counter.
+    history: CudaSlice<i64>,
+    count: CudaSlice<i32>,
 }
 
 /// A batch of sequences decoded one step at a time on one GPU. Each step takes `ids [B, K]`
@@ -88,8 +100,8 @@ pub struct CudaDecoder {
     buf: Buffers,
     positions: Vec<usize>,
     use_graphs: bool,
-    /// Captured steps: `[logits only, sampled]`.
-    graphs: [Option<CudaGraph>; 2],
+    /// Captured steps, one per [`Mode`].
+    graphs: [Option<CudaGraph>; 3],
 }
 
 fn int(v: usize, what: &str) -> Result<i32, KernelError> {
@@ -162,6 +174,10 @@ impl CudaDecoder {
             allowed: st
                 .clone_htod(&vec![1u8; s.total_vocab()])
                 .map_err(cuda_err)?,
+            history: st
+                .alloc_zeros::<i64>(s.max_positions * batch * k_n)
+                .map_err(cuda_err)?,
+            count: st.alloc_zeros::<i32>(1).map_err(cuda_err)?,
         };
         Ok(Self {
             embeddings: up(&weights.embeddings)?,
@@ -175,7 +191,7 @@ impl CudaDecoder {
             buf,
             positions: vec![0; batch],
             use_graphs: true,
-            graphs: [None, None],
+            graphs: [None, None, None],
             sizes: s,
             batch,
             rt,
@@ -279,66 +295,91 @@ impl CudaDecoder {
 
     /// Feeds `ids [B, K]` and returns the logits `[B, ΣV]`.
     pub fn step_logits(&mut self, ids: &[i64]) -> Result<Vec<f32>, KernelError> {
-        self.run_step(ids, false)?;
+        self.run_steps(ids, Mode::Logits, 1)?;
         self.download(&self.buf.logits)
     }
 
     /// Feeds `ids [B, K]` and samples one token per sequence and stream on the device. Fails
     /// (after the step) when a stream had every token masked.
     pub fn step_sample(&mut self, ids: &[i64]) -> Result<Vec<i64>, KernelError> {
-        self.run_step(ids, true)?;
+        self.run_steps(ids, Mode::Sample, 1)?;
         let tokens = self.download(&self.buf.tokens)?;
+        self.checked_tokens(tokens)
+    }
+
+    /// `steps` sampled steps with no host round trip between them: feeds `first_ids [B, K]`,
+    /// then each step's sampled tokens are the next step's ids on the device (the grid of the
+    /// parallel and delay patterns once every stream is past its delay). Returns the tokens
+    /// `[steps, B, K]`, row `s` sampled at step `s`, copied back once at the end.
+    pub fn generate(&mut self, first_ids: &[i64], steps: usize) -> Result<Vec<i64>, KernelError> {
+        if steps == 0 {
+            return Ok(Vec::new());
+        }
+        self.upload(&[0i32], |b| &mut b.count)?;
+        self.run_steps(first_ids, Mode::SampleFeedBack, steps)?;
+        let n = steps * self.batch * self.sizes.num_streams();
+        let mut tokens = vec![0i64; n];
+        let st = &self.rt.stream;
+        st.memcpy_dtoh(&self.buf.history.slice(0..n), &mut tokens)
+            .map_err(cuda_err)?;
+        st.synchronize().map_err(cuda_err)?;
+        self.checked_tokens(tokens)
+    }
+
+    fn checked_tokens(&self, tokens: Vec<i64>) -> Result<Vec<i64>, KernelError> {
+        let k_n = self.sizes.num_streams();
         match tokens.iter().position(|&t| t < 0) {
             Some(i) => Err(KernelError::Input(format!(
                 "sequence {} stream {}: every token is masked",
-                i / self.sizes.num_streams(),
-                i % self.sizes.num_streams()
+                i / k_n % self.batch,
+                i % k_n
             ))),
             None => Ok(tokens),
         }
     }
 
-    fn run_step(&mut self, ids: &[i64], sample: bool) -> Result<(), KernelError> {
+    /// Uploads `ids` and runs `steps` steps of `mode` (more than one only when the steps feed
+    /// themselves back).
+    fn run_steps(&mut self, ids: &[i64], mode: Mode, steps: usize) -> Result<(), KernelError> {
         check_ids(&self.sizes, ids, self.batch)?;
-        if let Some(&full) = self
+        if let Some(&last) = self
             .positions
             .iter()
-            .find(|&&p| p >= self.sizes.max_positions)
+            .find(|&&p| p + steps > self.sizes.max_positions)
         {
             return Err(KernelError::Input(format!(
                 "the sequence needs {} positions but the cache holds {}",
-                full + 1,
+                last + steps,
                 self.sizes.max_positions
             )));
         }
         let max_vocab = self.sizes.vocab_sizes.iter().copied().max().unwrap_or(0);
-        if sample && max_vocab > MAX_SAMPLE_VOCAB {
+        if mode != Mode::Logits && max_vocab > MAX_SAMPLE_VOCAB {
             return Err(KernelError::Unsupported(format!(
                 "sampling a vocabulary of {max_vocab} (at most {MAX_SAMPLE_VOCAB})"
             )));
         }
         self.upload(ids, |b| &mut b.ids)?;
-        let slot = usize::from(sample);
-        if !self.use_graphs {
-            self.enqueue_step(sample)?;
-        } else {
-            if self.graphs[slot].is_none() {
-                self.graphs[slot] = Some(self.capture(sample)?);
-            }
-            if let Some(graph) = &self.graphs[slot] {
-                graph.launch().map_err(cuda_err)?;
+        let slot = mode as usize;
+        if self.use_graphs && self.graphs[slot].is_none() {
+            self.graphs[slot] = Some(self.capture(mode)?);
+        }
+        for _ in 0..steps {
+            match &self.graphs[slot] {
+                Some(graph) if self.use_graphs => graph.launch().map_err(cuda_err)?,
+                _ => self.enqueue_step(mode)?,
             }
         }
-        // No synchronize here: the caller's download waits for the step (and reports its errors).
-        self.positions.iter_mut().for_each(|p| *p += 1);
+        // No synchronize here: the caller's download waits for the steps (and reports errors).
+        self.positions.iter_mut().for_each(|p| *p += steps);
         Ok(())
     }
 
-    fn capture(&self, sample: bool) -> Result<CudaGraph, KernelError> {
+    fn capture(&self, mode: Mode) -> Result<CudaGraph, KernelError> {
         let st = &self.rt.stream;
         st.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(cuda_err)?;
-        let enqueued = self.enqueue_step(sample);
+        let enqueued = self.enqueue_step(mode);
         let graph = st
             .end_capture(CUgraphInstantiate_flags(0))
             .map_err(cuda_err)?;
@@ -347,7 +388,7 @@ impl CudaDecoder {
     }
 
     /// Every kernel of one step, in order, on the stream (captured or not).
-    fn enqueue_step(&self, sample: bool) -> Result<(), KernelError> {
+    fn enqueue_step(&self, mode: Mode) -> Result<(), KernelError> {
         let s = &self.sizes;
         let (b, d, hd, f) = (self.batch, s.d_model, s.head_dim, s.ffn_dim);
         let (h, hkv) = (s.n_heads, s.n_kv_heads);
@@ -431,7 +472,7 @@ impl CudaDecoder {
             s.total_vocab(),
             d,
         )?;
-        if sample {
+        if mode != Mode::Logits {
             let max_vocab = s.vocab_sizes.iter().copied().max().unwrap_or(1);
             self.launch(
                 &self.rt.sample_tokens,
@@ -447,6 +488,19 @@ impl CudaDecoder {
                     self.ptr(&buf.temperature),
                     self.ptr(&buf.top_k),
                     self.ptr(&buf.allowed),
+                ],
+            )?;
+        }
+        if mode == Mode::SampleFeedBack {
+            self.launch(
+                &self.rt.feed_back,
+                grid((1, 1, 1), 256, 0),
+                &[
+                    self.ptr(&buf.ids),
+                    self.ptr(&buf.tokens),
+                    self.ptr(&buf.history),
+                    self.ptr(&buf.count),
+                    Arg::Int(int(b * s.num_streams(), "tokens per step")?),
                 ],
             )?;
         }

@@ -161,6 +161,20 @@ extern "C" __global__ void advance_positions(int* pos, int rows) {
     if (b < rows) pos[b] += 1;
 }
 
+// After a sampled step (one block): the tokens become the next step's ids and row *count of the
+// history [steps, n]; then *count advances, so replays of a captured graph fill the next row.
+extern "C" __global__ void feed_back(long long* ids, const long long* tokens, long long* history,
+                                     int* count, int n) {
+    int c = *count;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        long long t = tokens[i];
+        ids[i] = t;
+        history[(long long)c * n + i] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) *count = c + 1;
+}
+
 // ---- sampling (mirrors speechinfer_core::sampling for mask, temperature, top-k) ----
 
 __device__ unsigned long long rotl(unsigned long long x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -23,7 +23,7 @@ pub const CODEC_KERNEL_NAMES: [&str; 4] = [
 ];
 
 /// Every `extern "C"` kernel of `kernels.cu`.
-pub const KERNEL_NAMES: [&str; 8] = [
+pub const KERNEL_NAMES: [&str; 9] = [
     "embed_sum",
     "rms_norm",
     "matmul_xwt",
@@ -32,6 +32,7 @@ pub const KERNEL_NAMES: [&str; 8] = [
     "silu_mul",
     "advance_positions",
     "sample_tokens",
+    "feed_back",
 ];
 
 pub(crate) fn cuda_err(e: DriverError) -> KernelError {
@@ -122,6 +123,7 @@ pub(crate) struct Runtime {
     pub silu_mul: CudaFunction,
     pub advance_positions: CudaFunction,
     pub sample_tokens: CudaFunction,
+    pub feed_back: CudaFunction,
 }
 
 impl Runtime {
@@ -137,6 +139,7 @@ impl Runtime {
             silu_mul: f("silu_mul")?,
             advance_positions: f("advance_positions")?,
             sample_tokens: f("sample_tokens")?,
+            feed_back: f("feed_back")?,
             stream,
         })
     }

@@ -162,6 +162,45 @@ fn greedy_device_sampling_is_the_argmax_of_the_logits() {
     }
 }
 
+/// `generate` (tokens fed back on the device) equals stepping with `step_sample` and feeding
+/// the tokens back from the host, with the same generators, with graphs and without.
+#[test]
+fn generate_on_the_device_equals_host_fed_steps() {
+    if !gpu_for_test() {
+        return;
+    }
+    let weights = random_weights(12);
+    let vocab = weights.sizes.vocab_sizes.clone();
+    let sampling = StreamSampling {
+        temperature: 0.9,
+        top_k: Some(7),
+        allowed: None,
+    };
+    let states: Vec<[u64; 4]> = (0..3u64).map(|b| [b + 1, 2, 3, 4]).collect();
+    for graphs in [true, false] {
+        let mut host = CudaDecoder::new(&weights, 3, 0).unwrap();
+        let mut device = CudaDecoder::new(&weights, 3, 0).unwrap();
+        for d in [&mut host, &mut device] {
+            d.set_use_graphs(graphs);
+            d.set_sampling(&[sampling.clone(), sampling.clone()])
+                .unwrap();
+            d.set_rng_states(&states).unwrap();
+        }
+        let first = step_ids(3, 0, &vocab);
+        let mut ids = first.clone();
+        let mut want = Vec::new();
+        for _ in 0..9 {
+            ids = host.step_sample(&ids).unwrap();
+            want.extend_from_slice(&ids);
+        }
+        assert_eq!(device.generate(&first, 9).unwrap(), want, "graphs {graphs}");
+        assert_eq!(device.positions(), host.positions());
+        assert_eq!(device.rng_states().unwrap(), host.rng_states().unwrap());
+        // Again, continuing the same sequences: the history restarts at row 0.
+        assert_eq!(device.generate(&ids, 2).unwrap().len(), 2 * 3 * vocab.len());
+    }
+}
+
 #[test]
 fn codec_decoder_matches_reference() {
     if !gpu_for_test() {
