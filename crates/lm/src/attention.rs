@@ -2,10 +2,12 @@
 //! KV cache (`docs/lm.md`).
 
 use candle_core::{DType, Device, Tensor};
+use speechinfer_core::tensor_ops::with_cpu_f32;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_core::{Error, Result};
 use speechinfer_kernels::rope_tables;
 
+use crate::cached_attention::{attend_cached, CachedShape};
 use crate::linear::Linear;
 use crate::transformer::Sizes;
 
@@ -230,6 +232,22 @@ impl Attention {
                     let (kc, vc) = (lc.k.narrow(0, slot, n)?, lc.v.narrow(0, slot, n)?);
                     kc.slice_set(&k, 2, offset)?;
                     vc.slice_set(&v, 2, offset)?;
+                    if s <= DIRECT_STEPS {
+                        let shape = CachedShape {
+                            n_heads: h,
+                            n_kv_heads: hkv,
+                            head_dim: hd,
+                            capacity: cache.capacity(),
+                            first_slot: slot,
+                            n,
+                            s,
+                            offset,
+                        };
+                        if let Some(out) = attend_direct(&q, lc, &shape)? {
+                            outs.push(out);
+                            continue;
+                        }
+                    }
                     let total = offset + s;
                     let mask = (s > 1)
                         .then(|| causal_mask(s, offset, x.device()))
@@ -248,29 +266,46 @@ impl Attention {
     }
 
     /// Softmax attention of `q [B, H, S, hd]` over `k, v [B, Hkv, L, hd]` with an optional
-    /// additive mask `[S, L]`.
+    /// additive mask `[S, L]`. The query heads sharing a kv head are stacked as rows,
+    /// `[B, Hkv, rep·S, hd]`, so keys and values are read where they are (a view of the cache)
+    /// instead of being copied once per query head.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let rep = self.n_heads / self.n_kv_heads;
-        let (k, v) = (repeat_kv(k, rep)?, repeat_kv(v, rep)?);
+        let (b, h, s, hd) = q.dims4()?;
+        let q = q.contiguous()?.reshape((b, h / rep, rep * s, hd))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+            scores = scores.broadcast_add(&mask.repeat((rep, 1))?)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        Ok(probs.matmul(&v)?)
+        Ok(probs.matmul(v)?.reshape((b, h, s, hd))?)
     }
 }
 
-/// `[B, Hkv, L, hd]` → `[B, Hkv·rep, L, hd]`, query head `h` reading kv head `h / rep`.
-fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
-    let (b, hkv, l, hd) = x.dims4()?;
-    if rep == 1 {
-        return Ok(x.contiguous()?);
-    }
-    Ok(x.unsqueeze(2)?
-        .expand((b, hkv, rep, l, hd))?
-        .reshape((b, hkv * rep, l, hd))?)
+/// New positions per sequence up to which cached attention reads the cache directly
+/// (`cached_attention`); longer inputs (prefill) take the GEMMs.
+const DIRECT_STEPS: usize = 8;
+
+/// [`attend_cached`] on CPU f32 tensors (`None` for any other device or dtype).
+fn attend_direct(q: &Tensor, lc: &LayerCache, shape: &CachedShape) -> Result<Option<Tensor>> {
+    let computed = with_cpu_f32(&lc.k, |k| {
+        with_cpu_f32(&lc.v, |v| {
+            with_cpu_f32(q, |q| attend_cached(q, k, v, shape))
+        })
+    })?;
+    let out = match computed {
+        Some(inner) => match inner? {
+            Some(inner) => inner?,
+            None => None,
+        },
+        None => None,
+    };
+    let Some(out) = out else {
+        return Ok(None);
+    };
+    let dims = (shape.n, shape.n_heads, shape.s, shape.head_dim);
+    Ok(Some(Tensor::from_vec(out, dims, q.device())?))
 }
 
 /// `[S, offset + S]` additive mask: query i (position offset + i) sees keys j ≤ offset + i.

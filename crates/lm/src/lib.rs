@@ -2,6 +2,7 @@
 //! contract shared with the PyTorch twin is `docs/lm.md`.
 
 mod attention;
+mod cached_attention;
 mod coarse;
 pub mod config;
 #[cfg(feature = "cuda")]
