@@ -5,6 +5,7 @@
 //! the query heads sharing them.
 
 use rayon::prelude::*;
+use speechinfer_core::kernels::dot;
 
 /// Shapes of one call: `n` sequences (consecutive cache slots from `first_slot`, all holding
 /// `offset` positions before this step) with `s` new positions each.
@@ -65,19 +66,4 @@ pub(crate) fn attend_cached(
             }
         });
     out
-}
-
-/// Eight independent lanes (vectorised by the compiler), then a fixed reduction.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let body = a.len() / 8 * 8;
-    for (x, y) in a[..body].chunks_exact(8).zip(b[..body].chunks_exact(8)) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = a[body..].iter().zip(&b[body..]).map(|(x, y)| x * y).sum();
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-        + tail
 }
