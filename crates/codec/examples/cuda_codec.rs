@@ -9,26 +9,16 @@
 //! seconds per call (CPU, CUDA), real-time factors, frames/s, the decoder's set-up time (upload +
 //! NVRTC) and the largest difference relative to the largest CPU sample.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use speechinfer_codec::{Codec, CodecConfig};
+use speechinfer_core::testing::ExampleArgs;
 use speechinfer_core::weights::Checkpoint;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: HashMap<String, String> = std::env::args()
-        .skip(1)
-        .filter_map(|a| {
-            a.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let num = |key: &str, default: f64| -> f64 {
-        args.get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let args = ExampleArgs::from_env();
+    let num = |key: &str, default: f64| -> f64 { args.num(key, default) };
     let codec = match args.get("model") {
         Some(dir) => Codec::load(std::path::Path::new(dir))?,
         None => Codec::from_checkpoint(

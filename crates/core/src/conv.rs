@@ -502,9 +502,16 @@ mod tests {
     }
 
     fn assert_close(got: &[f32], want: &[f32]) {
+        assert_close_within(1e-4, got, want);
+    }
+
+    fn assert_close_within(tolerance: f32, got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= tolerance * (1.0 + w.abs()),
+                "{i}: {g} vs {w}"
+            );
         }
     }
 
@@ -591,57 +598,44 @@ mod tests {
             assert_close(&conv.forward(&x, b, n), &want);
         }
     }
-}
 
-#[cfg(test)]
-mod bf16_tests {
-    //! bfloat16 weights: both paths (GEMM for long calls, bf16 dot products for streaming-sized
-    //! calls) compute with the same rounded weights.
+    /// bfloat16 weights: both paths (GEMM for long calls, bf16 dot products for streaming-sized
+    /// calls) compute with the same rounded weights.
+    mod bf16 {
+        use half::bf16;
 
-    use half::bf16;
+        use super::*;
 
-    use super::*;
-
-    fn rounded(w: &[f32]) -> Vec<f32> {
-        w.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
-    }
-
-    fn values(len: usize, phase: f32) -> Vec<f32> {
-        (0..len).map(|i| (i as f32 * 0.611 + phase).sin()).collect()
-    }
-
-    fn assert_close(got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{i}: {g} vs {w}");
+        fn rounded(w: &[f32]) -> Vec<f32> {
+            w.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
         }
-    }
 
-    #[test]
-    fn rounded_conv_equals_a_conv_of_rounded_weights_on_both_paths() {
-        let (b, cin, cout, k) = (2, 24, 20, 3);
-        let w = values(cout * cin * k, 0.3);
-        let bias = values(cout, 1.0);
-        let mut conv = PackedConv1d::new(&w, &bias, (cout, cin, k), 1, 2);
-        conv.round_to_bf16();
-        let exact = PackedConv1d::new(&rounded(&w), &bias, (cout, cin, k), 1, 2);
-        for t in [6, 400] {
-            let x = values(b * cin * t, 2.0);
-            assert_close(&conv.forward(&x, b, t), &exact.forward(&x, b, t));
+        #[test]
+        fn rounded_conv_equals_a_conv_of_rounded_weights_on_both_paths() {
+            let (b, cin, cout, k) = (2, 24, 20, 3);
+            let w = signal(cout * cin * k, 0.3);
+            let bias = signal(cout, 1.0);
+            let mut conv = PackedConv1d::new(&w, &bias, (cout, cin, k), 1, 2);
+            conv.round_to_bf16();
+            let exact = PackedConv1d::new(&rounded(&w), &bias, (cout, cin, k), 1, 2);
+            for t in [6, 400] {
+                let x = signal(b * cin * t, 2.0);
+                assert_close_within(1e-5, &conv.forward(&x, b, t), &exact.forward(&x, b, t));
+            }
+            assert_ne!(rounded(&w), w, "the test weights must change when rounded");
         }
-        assert_ne!(rounded(&w), w, "the test weights must change when rounded");
-    }
 
-    #[test]
-    fn rounded_transposed_conv_equals_one_of_rounded_weights_on_both_paths() {
-        let (b, cin, cout, k, s) = (2, 24, 20, 8, 4);
-        let w = values(cin * cout * k, 0.7);
-        let mut conv = PackedConvTranspose1d::new(&w, (cin, cout, k), s);
-        conv.round_to_bf16();
-        let exact = PackedConvTranspose1d::new(&rounded(&w), (cin, cout, k), s);
-        for n in [2, 300] {
-            let x = values(b * cin * n, 1.1);
-            assert_close(&conv.forward(&x, b, n), &exact.forward(&x, b, n));
+        #[test]
+        fn rounded_transposed_conv_equals_one_of_rounded_weights_on_both_paths() {
+            let (b, cin, cout, k, s) = (2, 24, 20, 8, 4);
+            let w = signal(cin * cout * k, 0.7);
+            let mut conv = PackedConvTranspose1d::new(&w, (cin, cout, k), s);
+            conv.round_to_bf16();
+            let exact = PackedConvTranspose1d::new(&rounded(&w), (cin, cout, k), s);
+            for n in [2, 300] {
+                let x = signal(b * cin * n, 1.1);
+                assert_close_within(1e-5, &conv.forward(&x, b, n), &exact.forward(&x, b, n));
+            }
         }
     }
 }

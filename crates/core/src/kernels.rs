@@ -14,23 +14,27 @@ const ROWS_PER_TASK: usize = 32;
 /// `[rows, n]` row-major. Panics only if the slice lengths disagree with the sizes, which the
 /// caller guarantees.
 pub fn matmul_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    assert!(
-        x.len() == rows * k && w.len() == n * k,
-        "matmul_xwt: bad slice lengths"
-    );
-    let simd = has_avx2_fma();
-    by_weight_rows(x, rows, n, k, |j, xs, out| {
-        dots(xs, &w[j * k..(j + 1) * k], out, simd)
-    })
+    matmul_xwt_of(x, rows, w, n, k)
 }
 
 /// [`matmul_xwt`] from bfloat16 weights `w [n, k]` (half the f32 bytes; each weight widened to
 /// f32 exactly before its FMA, so the result equals [`matmul_xwt`] on the widened weights up to
 /// the summation order of two accumulator chains).
 pub fn matmul_xwt_bf16(x: &[f32], rows: usize, w: &[half::bf16], n: usize, k: usize) -> Vec<f32> {
+    matmul_xwt_of(x, rows, w, n, k)
+}
+
+/// [`matmul_xwt`] for any weight element the dot kernels read.
+fn matmul_xwt_of<W: Weight + Sync>(
+    x: &[f32],
+    rows: usize,
+    w: &[W],
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
     assert!(
         x.len() == rows * k && w.len() == n * k,
-        "matmul_xwt_bf16: bad slice lengths"
+        "matmul_xwt: bad slice lengths"
     );
     let simd = has_avx2_fma();
     by_weight_rows(x, rows, n, k, |j, xs, out| {

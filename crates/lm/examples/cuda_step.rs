@@ -11,27 +11,17 @@
 //! decoder's set-up time (upload + NVRTC) and the largest logit difference relative to the CPU
 //! over the first steps.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::Device;
+use speechinfer_core::testing::ExampleArgs;
 use speechinfer_core::weights::Checkpoint;
 use speechinfer_kernels::cuda::StreamSampling;
 use speechinfer_lm::{stack_stream_logits, GridShape, LmConfig, Role, SpeechLm, StreamConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: HashMap<String, String> = std::env::args()
-        .skip(1)
-        .filter_map(|a| {
-            a.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let num = |key: &str, default: usize| -> usize {
-        args.get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let args = ExampleArgs::from_env();
+    let num = |key: &str, default: usize| -> usize { args.num(key, default) };
     let lm = match args.get("model") {
         Some(dir) => SpeechLm::load(std::path::Path::new(dir))?,
         None => {

@@ -64,6 +64,16 @@ fn random_mimi() -> Mimi {
     Mimi::from_checkpoint(Checkpoint::random(0.02, &Device::Cpu), 4).unwrap()
 }
 
+/// The largest absolute sample.
+fn peak(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn random_codes(b: usize, q: usize, f: usize) -> Tensor {
     Tensor::rand(0f32, 2048.0, (b, q, f), &Device::Cpu)
         .unwrap()
@@ -83,13 +93,7 @@ fn random_mimi_streams_like_batch_and_resets_one_item() {
         .decode_frames(&codes, &mut state.cursor(), usize::MAX)
         .unwrap();
     assert_eq!(whole.dims(), &[2, 1, 5 * 1920]);
-    let finite = whole
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let finite = peak(&whole);
     assert!(finite.is_finite());
 
     let mut state = StreamState::new(2);
@@ -173,13 +177,7 @@ fn bf16_mimi_streams_like_its_whole_call_and_stays_near_f32() {
     let f32_audio = decode_whole(&mimi);
     mimi.round_to_bf16().unwrap();
     let whole = decode_whole(&mimi);
-    let scale = f32_audio
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = peak(&f32_audio);
     let drift = max_abs_diff(&whole, &f32_audio) / scale;
     assert!(drift > 0.0 && drift < 3e-2, "bf16 vs f32: {drift}");
 

@@ -161,19 +161,18 @@ impl CodecDecoderWeights {
                 ));
             }
             let changes_length = l.stride != 1 || l.kind == ConvKind::Transposed;
+            // A residual unit is two adjacent length-keeping layers: a Save, then an Add back to
+            // the saved channels.
             match (l.skip, saved) {
-                (Skip::Save, None) => saved = Some(l.cin),
+                (Skip::None, None) => {}
+                (Skip::Save, None) if !changes_length => saved = Some(l.cin),
                 (Skip::Add, Some(c)) if c == l.cout && !changes_length => saved = None,
-                (Skip::None, Some(_)) | (Skip::Save, Some(_)) | (Skip::Add, _) => {
+                _ => {
                     return shape(format!(
                         "{}: residual connections must be a Save then an Add of the same shape",
                         l.name
                     ))
                 }
-                (Skip::None, None) => {}
-            }
-            if saved.is_some() && changes_length {
-                return shape(format!("{} changes the length inside a residual", l.name));
             }
             channels = l.cout;
         }

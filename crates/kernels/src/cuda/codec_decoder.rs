@@ -51,15 +51,6 @@ impl CudaCodecDecoder {
         })
     }
 
-    /// Samples per code frame.
-    pub fn hop_length(&self) -> usize {
-        self.layers
-            .iter()
-            .filter(|(l, _, _)| l.kind == ConvKind::Transposed)
-            .map(|(l, _, _)| l.stride)
-            .product()
-    }
-
     /// Codes `[batch, q, frames]` → audio `[batch, channels, frames · hop]`.
     pub fn decode(
         &self,
