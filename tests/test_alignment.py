@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from speechinfer.phonemes import PAUSE, PHONES
 from speechinfer_training import alignment, corpus
 from speechinfer_training.tts_data import (
     TEXT_EOS,
     TEXT_PAD,
     aligned_grid,
     place_characters,
+    place_phones,
     tts_lm_config,
 )
 
@@ -61,6 +63,16 @@ def check_against_the_wave(voice: str, tmp_path: Path) -> list[float]:
     audio, rate = sf.read(str(wav))
     onset = np.flatnonzero(np.abs(audio) > 0.02)[0] / rate
     assert abs(starts[0] - onset) < 0.08, (starts[0], onset)
+    # The phones: flite's set, pauses at both ends, non-decreasing times inside the wav, and the
+    # first spoken phone starts with the first word.
+    phones = row["phones"]
+    assert {p for p, _ in phones} <= set(PHONES)
+    assert phones[0][0] == phones[-1][0] == PAUSE
+    times = [t for _, t in phones]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] < duration
+    spoken = [t for p, t in phones if p != PAUSE]
+    assert spoken[0] == pytest.approx(starts[0], abs=0.03)
+    assert [p for p, _ in phones[1:3]] == ["dh", "ax"] or voice.startswith("festival")
     return starts
 
 
@@ -103,6 +115,16 @@ def test_place_characters() -> None:
     assert place_characters(["hi"], [5]) == [5, 6]
     with pytest.raises(ValueError, match="one start frame per word"):
         place_characters(["a", "b"], [0])
+
+
+def test_place_phones() -> None:
+    # Each phone at the frame where it starts (50 Hz), pushed one frame on behind the previous.
+    phones = [[PAUSE, 0.0], ["k", 0.1], ["ae", 0.101], ["t", 0.2]]
+    ids, frames = place_phones(phones, 50)
+    assert ids == [PHONES.index(p) for p, _ in phones]
+    assert frames == [0, 5, 6, 10]
+    with pytest.raises(ValueError, match="unknown phone 'QQ'"):
+        place_phones([["QQ", 0.0]], 50)
 
 
 def test_aligned_grid_is_the_table() -> None:

@@ -22,18 +22,22 @@ LEAD = 3
 PAD, EOS = 0, 2
 
 
-def aligned_config(lead: int = LEAD) -> dict:
-    config = tts_lm_config()
+def aligned_config(lead: int = LEAD, **sizes: int) -> dict:
+    config = tts_lm_config(**sizes)
     for q, stream in enumerate(config["streams"][1:]):
         stream["delay"] = lead + q
     return config
 
 
-def export_aligned_lm(path: Path, pad_bias: float | None, eos_bias: float = 0.15) -> Path:
+def export_aligned_lm(
+    path: Path, pad_bias: float | None, eos_bias: float = 0.15, tokenizer: object = None
+) -> Path:
     """Every text-stream input puts 30 in residual dimension 0; audio0's EOS row reads it with
     ``eos_bias`` and, when ``pad_bias`` is given, the text head's pad row with ``pad_bias`` (the
-    other text rows ignore it): > 0 holds the current character, < 0 advances at once."""
-    model = random_lm(aligned_config(), seed=5)
+    other text rows ignore it): > 0 holds the current character, < 0 advances at once. The
+    tokenizer is the character one unless given."""
+    tokenizer = char_tokenizer() if tokenizer is None else tokenizer
+    model = random_lm(aligned_config(tokenizer_size=tokenizer.get_vocab_size()), seed=5)
     with torch.no_grad():
         model.embeddings[0].weight[:, 0] += 30.0
         audio0 = model.heads[1].weight
@@ -44,7 +48,7 @@ def export_aligned_lm(path: Path, pad_bias: float | None, eos_bias: float = 0.15
             text = model.heads[0].weight
             text[:, 0] = 0.0
             text[PAD, 0] = pad_bias
-    return save_pretrained(model, path, tokenizer=char_tokenizer())
+    return save_pretrained(model, path, tokenizer=tokenizer)
 
 
 def pipeline(

@@ -1,6 +1,7 @@
 """The whole training pipeline in miniature, every stage through its command line, so that no stage
 can silently break: corpus → codec → token shards (engine) → word alignments (for the
-``aligned`` layout) → text LM → TTS LM with ``--init-from`` → DPO with the ASR judge →
+``aligned`` layout; the lexicon when the text stream reads phones) → text LM → TTS LM with
+``--init-from`` → DPO with the ASR judge →
 evaluation → ``speechinfer say``. Full-size training is the same commands with bigger numbers
 (README, "Training the default model")."""
 
@@ -32,8 +33,10 @@ def run(*args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("layout", ["aligned", "prefix"])
-def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str) -> None:
+@pytest.mark.parametrize(
+    ("layout", "units"), [("aligned", "characters"), ("prefix", "characters"), ("aligned", "phones")]
+)
+def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str, units: str) -> None:
     from speechinfer_training import corpus
 
     text = tmp_path / "sentences.txt"
@@ -62,13 +65,23 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str) -> 
     if layout == "aligned":
         run(f"{pkg}.alignment", "--manifest", str(manifest), "--jobs", "1")
         layout_flags += ["--lead", "2"]
+    unit_flags = []
+    if units == "phones":
+        lexicon = tmp_path / "lexicon.txt.gz"
+        run(f"{pkg}.lexicon", "--out", str(lexicon), "--manifest", str(manifest),
+            "--max-words", "50", "--jobs", "1")  # fmt: skip
+        unit_flags = ["--lexicon", str(lexicon)]
     run(f"{pkg}.train_text_lm", "--out", str(tmp_path / "text_lm"), "--steps", "2",
-        "--manifest", str(manifest), *SIZES)  # fmt: skip
+        "--manifest", str(manifest), *SIZES, *unit_flags)  # fmt: skip
+    if units == "phones":
+        unit_flags += ["--units", "phones"]
     run(f"{pkg}.train_tts", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "tts"),
         "--steps", "3", "--init-from", str(tmp_path / "text_lm" / "model"), "--batch-size", "2",
-        "--threads", "1", *layout_flags, *SIZES)  # fmt: skip
+        "--threads", "1", *layout_flags, *SIZES, *unit_flags)  # fmt: skip
     pipeline = tmp_path / "tts" / "pipeline"
-    assert json.loads((pipeline / "pipeline.json").read_text()).get("layout", "prefix") == layout
+    spec = json.loads((pipeline / "pipeline.json").read_text())
+    assert spec.get("layout", "prefix") == layout
+    assert spec.get("text_units", "characters") == units
     run(f"{pkg}.dpo", "--pipeline", str(pipeline), "--corpus", str(manifest),
         "--out", str(tmp_path / "aligned"), "--prompts", "2", "--candidates", "2",
         "--steps", "2")  # fmt: skip
@@ -82,6 +95,7 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str) -> 
 
     pipe = si.Pipeline.load(tmp_path / "aligned")
     assert pipe.voices == ["slt", "rms"]
+    assert pipe.text_units == units
     out = tmp_path / "say.wav"
     run("speechinfer.cli", "say", "The cat sat.", "-o", str(out), "--pipeline",
         str(tmp_path / "aligned"), "--voice", "rms")  # fmt: skip

@@ -1,7 +1,8 @@
 """Text to speech: a codec and a token LM behind one call (the contract is docs/tts.md).
 
 A *pipeline directory* holds ``pipeline.json``, a codec model directory and an LM model directory
-with its character-level ``tokenizer.json``. The LM reads a grid of one text stream and Q audio
+with its ``tokenizer.json`` (characters; or phones, with the pipeline's ``lexicon.txt.gz``:
+``speechinfer.phonemes``). The LM reads a grid of one text stream and Q audio
 streams (one per codec codebook); ``Pipeline.say`` writes the text into the prompt, lets the LM
 generate the audio streams until their EOS and decodes them with the codec.
 """
@@ -22,6 +23,7 @@ from speechinfer._aligned import generate_aligned
 from speechinfer._native import NO_INPUT, Codec, Sampling, SpeechLM
 from speechinfer.errors import CheckpointError, ConfigError, InputError
 from speechinfer.models import default_pipeline_path
+from speechinfer.phonemes import LEXICON_FILE, PHRASE_END, WORD_CHARACTERS, Phonemizer
 from speechinfer.textnorm import spoken_form
 
 MODEL_TYPE = "speechinfer-tts"
@@ -34,8 +36,10 @@ PAD, BOS, EOS, SEP = 0, 1, 2, 3
 VOICE_OFFSET = 4
 
 _KEYS = ("model_type", "codec", "lm", "voices", "max_text_tokens", "max_frames", "sampling", "seed")
-_OPTIONAL_KEYS = ("layout",)
+_OPTIONAL_KEYS = ("layout", "text_units")
 LAYOUTS = ("prefix", "aligned")
+TEXT_UNITS = ("characters", "phones")
+_PHONE_TEXT = WORD_CHARACTERS | PHRASE_END | {" "}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Typographic variants of characters the tokenizer knows.
 
@@ -59,6 +63,11 @@ class Pipeline:
         self._max_frames: int = spec["max_frames"]
         self._seed: int = spec["seed"]
         self._layout: str = spec.get("layout", "prefix")
+        self._phonemizer = (
+            Phonemizer.load(directory / LEXICON_FILE)
+            if spec.get("text_units") == "phones"
+            else None
+        )
         self._codec = Codec.load(directory / spec["codec"])
         self._lm = SpeechLM.load(directory / spec["lm"])
         where = f"pipeline {directory}"
@@ -121,6 +130,11 @@ class Pipeline:
         """Where the text sits in the LM grid: ``"prefix"`` (before the speech) or
         ``"aligned"`` (each character beside its audio, a few frames ahead; docs/tts.md)."""
         return self._layout
+
+    @property
+    def text_units(self) -> str:
+        """What the text stream reads: ``"characters"`` or ``"phones"`` (docs/tts.md)."""
+        return "characters" if self._phonemizer is None else "phones"
 
     @property
     def max_text_tokens(self) -> int:
@@ -253,11 +267,14 @@ class Pipeline:
         if not any(ch.isalpha() for ch in text):
             raise InputError(f"the text has no letters: {text!r}")
         for ch in dict.fromkeys(text):
-            try:
-                ids = [i - self._text_offset for i in self._lm.tokenize(ch, stream=0)]
-            except InputError:  # a tokenizer without an unknown token fails on it
-                ids = None
-            known = ids is not None and (bool(ids) or ch == " ")
+            if self._phonemizer is not None:
+                known, ids = ch in _PHONE_TEXT, []
+            else:
+                try:
+                    ids = [i - self._text_offset for i in self._lm.tokenize(ch, stream=0)]
+                except InputError:  # a tokenizer without an unknown token fails on it
+                    ids = None
+                known = ids is not None and (bool(ids) or ch == " ")
             if not known or any(i in self._unknown_ids for i in ids or ()):
                 raise InputError(
                     f"unsupported character {ch!r} (U+{ord(ch):04X}) in the text; the voice "
@@ -265,8 +282,14 @@ class Pipeline:
                 )
         return text
 
+    def _ids(self, text: str) -> list[int]:
+        """Text-stream ids of normalized ``text``: its characters, or its phones."""
+        if self._phonemizer is not None:
+            text = " ".join(self._phonemizer.phones(text))
+        return self._lm.tokenize(text, stream=0)
+
     def _count(self, text: str) -> int:
-        return len(self._lm.tokenize(text, stream=0))
+        return len(self._ids(text))
 
     def _pieces(self, text: str) -> list[list[int]]:
         """Text ids of each piece: the whole text if it fits ``max_text_tokens``, else its
@@ -281,9 +304,7 @@ class Pipeline:
                     parts.append(sentence)
                 else:
                     parts += self._pack(sentence.split(" "), " ")
-        return [
-            self._lm.tokenize(part, stream=0) for part in parts if any(c.isalpha() for c in part)
-        ]
+        return [self._ids(part) for part in parts if any(c.isalpha() for c in part)]
 
     def _pack(self, units: list[str], sep: str) -> list[str]:
         """Join ``units`` with ``sep`` greedily into pieces that fit ``max_text_tokens``."""
@@ -438,6 +459,12 @@ def _read_spec(directory: Path) -> dict[str, Any]:
             raise ConfigError(f"{file}: {key} must be an int >= {least}, got {value!r}")
     if spec.get("layout", "prefix") not in LAYOUTS:
         raise ConfigError(f"{file}: layout must be one of {LAYOUTS}, got {spec['layout']!r}")
+    if spec.get("text_units", "characters") not in TEXT_UNITS:
+        raise ConfigError(
+            f"{file}: text_units must be one of {TEXT_UNITS}, got {spec['text_units']!r}"
+        )
+    if spec.get("text_units") == "phones" and not (directory / LEXICON_FILE).is_file():
+        raise ConfigError(f"{file}: text_units 'phones' needs {directory / LEXICON_FILE}")
     if not isinstance(spec["sampling"], dict):
         raise ConfigError(f"{file}: sampling must be an object of Sampling arguments")
     return spec

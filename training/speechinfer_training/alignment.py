@@ -16,9 +16,10 @@ synthesizer does not report (a number it reads differently, a clitic) gets a tim
 between its neighbours.
 
 ``python -m speechinfer_training.alignment --manifest CORPUS/manifest.jsonl [--jobs 2]`` writes
-``CORPUS/alignments.jsonl``: one line per utterance, ``{"id", "voice", "words", "starts"}`` with
-``words`` = ``normalize_text(text).split(" ")`` and ``starts`` their start times in seconds. It
-resumes: lines already written are kept.
+``CORPUS/alignments.jsonl``: one line per utterance, ``{"id", "voice", "words", "starts", "phones"}`` with
+``words`` = ``normalize_text(text).split(" ")``, ``starts`` their start times in seconds and
+``phones`` every phone the synthesizer spoke (pauses ``pau`` included) as ``[phone, start]``. It
+resumes: lines already written (with phones) are kept.
 """
 
 import argparse
@@ -52,6 +53,9 @@ _FESTIVAL_SCRIPT = """
       (format t "W %s %s\\n" (item.name w)
         (item.feat w "R:SylStructure.daughter1.daughter1.segment_start")))
     (utt.relation.items utt 'Word))
+  (mapcar
+    (lambda (s) (format t "S %s %s\\n" (item.name s) (item.feat s "segment_start")))
+    (utt.relation.items utt 'Segment))
   utt)
 (set! tts_hooks (list utt.synth si_align_hook))
 (tts_file "{text_file}" nil)
@@ -74,16 +78,24 @@ def word_phones(word: str) -> tuple[str, ...]:
     return tuple(re.sub(r"\d", "", p) for p in phones if p != "pau")
 
 
-def flite_word_starts(voice: str, text: str) -> list[tuple[str, float | None]]:
-    """Flite's words of ``text`` and their start times (``None``: not found among the phones)."""
-    words = _run(["flite", "-voice", voice, "-pw", "-t", text, "-o", "none"]).split()
-    segments = []
+def flite_phones(voice: str, text: str) -> list[tuple[str, float]]:
+    """Every phone flite speaks for ``text`` (pauses included) and its start time in seconds."""
+    phones = []
     start = 0.0
     for item in _run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", "none"]).split():
         phone, _, end = item.rpartition(":")
-        if phone != "pau":
-            segments.append((phone, start))
+        phones.append((phone, start))
         start = float(end)
+    return phones
+
+
+def flite_word_starts(
+    voice: str, text: str, phones: Sequence[tuple[str, float]] | None = None
+) -> list[tuple[str, float | None]]:
+    """Flite's words of ``text`` and their start times (``None``: not found among the phones)."""
+    words = _run(["flite", "-voice", voice, "-pw", "-t", text, "-o", "none"]).split()
+    phones = flite_phones(voice, text) if phones is None else phones
+    segments = [(phone, start) for phone, start in phones if phone != "pau"]
     expected: list[str] = []
     owner: list[tuple[int, int]] = []  # (word index, phone index within the word)
     for w, word in enumerate(words):
@@ -101,8 +113,11 @@ def flite_word_starts(voice: str, text: str) -> list[tuple[str, float | None]]:
     return list(zip(words, starts, strict=True))
 
 
-def festival_word_starts(voice: str, text: str) -> list[tuple[str, float | None]]:
-    """Festival's words of ``text`` and their start times, as ``text2wave`` would speak it."""
+def festival_timing(
+    voice: str, text: str
+) -> tuple[list[tuple[str, float | None]], list[tuple[str, float]]]:
+    """Festival's words of ``text`` with their start times, and its phones with theirs, as
+    ``text2wave`` would speak it."""
     with tempfile.TemporaryDirectory(prefix="speechinfer-align-") as tmp:
         text_file = Path(tmp) / "text.txt"
         text_file.write_text(text + "\n")
@@ -112,6 +127,7 @@ def festival_word_starts(voice: str, text: str) -> list[tuple[str, float | None]
         )
         out = _run(["festival", "-b", str(script)])
     words: list[tuple[str, float | None]] = []
+    phones: list[tuple[str, float]] = []
     offset = pending = 0.0
     for line in out.splitlines():
         parts = line.split()
@@ -121,7 +137,9 @@ def festival_word_starts(voice: str, text: str) -> list[tuple[str, float | None]
         elif len(parts) >= 3 and parts[0] == "W":
             time = float(parts[-1])
             words.append((" ".join(parts[1:-1]).lower(), offset + time if time > 0 else None))
-    return words
+        elif len(parts) == 3 and parts[0] == "S":
+            phones.append((parts[1], offset + float(parts[2])))
+    return words, phones
 
 
 def _clean(word: str) -> str:
@@ -182,14 +200,21 @@ def align_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
     voice, text = entry["voice"], entry["text"]
     if voice in FLITE_VOICES:
-        timed = flite_word_starts(voice, text)
+        phones = flite_phones(voice, text)
+        timed = flite_word_starts(voice, text, phones)
     elif voice in FESTIVAL_VOICES:
-        timed = festival_word_starts(voice, text)
+        timed, phones = festival_timing(voice, text)
     else:
         raise ValueError(f"no aligner for voice {voice!r}")
     words = normalize_text(text).split(" ")
     starts = match_starts(words, timed, float(entry["duration"]))
-    return {"id": entry["id"], "voice": voice, "words": words, "starts": starts}
+    return {
+        "id": entry["id"],
+        "voice": voice,
+        "words": words,
+        "starts": starts,
+        "phones": [[phone, round(start, 4)] for phone, start in phones],
+    }
 
 
 def read_alignments(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -214,7 +239,7 @@ def align_corpus(
     path = Path(out) if out is not None else manifest.parent / ALIGNMENTS_FILE
     done = read_alignments(path)
     entries = read_manifest(manifest)
-    todo = [e for e in entries if f"{e['id']}:{e['voice']}" not in done]
+    todo = [e for e in entries if "phones" not in done.get(f"{e['id']}:{e['voice']}", {})]
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for i, row in enumerate(pool.map(align_entry, todo), start=1):
             done[f"{row['id']}:{row['voice']}"] = row

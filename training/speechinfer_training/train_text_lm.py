@@ -1,7 +1,12 @@
 """Train a character-level text LM (the twin with one text stream) for TWIST-style warm starts.
 
 ``python -m speechinfer_training.train_text_lm --out OUT --steps N
-[--manifest CORPUS/manifest.jsonl] [--text FILE ...] [--fortunes N] [--d-model 256 ...]``
+[--manifest CORPUS/manifest.jsonl] [--text FILE ...] [--fortunes N] [--lexicon LEXICON.txt.gz]
+[--d-model 256 ...]``
+
+With ``--lexicon`` (``speechinfer_training.lexicon``) the LM reads phones instead of characters:
+each sentence is what ``speechinfer.phonemes.Phonemizer`` makes of it, for a TTS LM trained with
+``--units phones``.
 
 Hassid et al. 2023 (TWIST) initialise a speech LM from a text LM. Here the text LM has the TTS
 LM's transformer sizes and its character tokenizer, so
@@ -26,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.distributed as torch_dist
+from speechinfer.phonemes import PHONES, Phonemizer
 
 from .corpus import collect_sentences, read_manifest, sentences_from_text_file
 from .export import load_pretrained, save_pretrained
@@ -38,19 +44,29 @@ from .lm_training import (
     read_resume_state,
     train_grids,
 )
-from .tts_data import CHARACTERS, TEXT_BOS, TEXT_EOS, TEXT_PAD, char_ids, make_char_tokenizer
+from .tts_data import (
+    CHARACTERS,
+    TEXT_BOS,
+    TEXT_EOS,
+    TEXT_PAD,
+    char_ids,
+    make_char_tokenizer,
+    make_phone_tokenizer,
+    normalize_text,
+)
 
 MODEL_DIR = "model"
 TEXT_OFFSET = 3
 SHARED_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "rope_theta", "norm_eps")
 
 
-def text_lm_config(**sizes: Any) -> dict[str, Any]:
-    """Return the one-stream text LM config (``parallel``; characters at ``text_offset`` 3)."""
+def text_lm_config(units: int = len(CHARACTERS), **sizes: Any) -> dict[str, Any]:
+    """Return the one-stream text LM config (``parallel``; ``units`` tokenizer ids, characters
+    by default, at ``text_offset`` 3)."""
     stream = {
         "name": "text",
         "role": "text",
-        "vocab_size": TEXT_OFFSET + len(CHARACTERS),
+        "vocab_size": TEXT_OFFSET + units,
         "pad_id": TEXT_PAD,
         "bos_id": TEXT_BOS,
         "eos_id": TEXT_EOS,
@@ -66,10 +82,20 @@ def sentence_grid(ids: Sequence[int]) -> torch.Tensor:
     return torch.tensor([row], dtype=torch.int64)
 
 
+def phone_ids(phonemizer: Phonemizer, text: str) -> list[int]:
+    """Phone tokenizer ids of a sentence (``ValueError`` where ``normalize_text`` rejects it)."""
+    return [PHONES.index(p) for p in phonemizer.phones(normalize_text(text))]
+
+
 def gather_text(
-    manifest: Path | None, text_files: Sequence[Path], fortunes: int, seed: int = 0
+    manifest: Path | None,
+    text_files: Sequence[Path],
+    fortunes: int,
+    seed: int = 0,
+    phonemizer: Phonemizer | None = None,
 ) -> tuple[list[list[int]], list[list[int]], int]:
-    """Return (train ids, heldout ids, sentences skipped), sentences deduplicated."""
+    """Return (train ids, heldout ids, sentences skipped), sentences deduplicated; ids are
+    characters, or phones with a ``phonemizer``."""
     train: dict[str, None] = {}
     heldout: dict[str, None] = {}
     if manifest is not None:
@@ -94,7 +120,7 @@ def gather_text(
         kept = []
         for text in texts:
             try:
-                ids = char_ids(text)
+                ids = char_ids(text) if phonemizer is None else phone_ids(phonemizer, text)
             except ValueError:
                 skipped += 1
                 continue
@@ -155,6 +181,7 @@ class TextOptions:
     manifest: Path | None = None
     text: tuple[Path, ...] = ()
     fortunes: int = 0
+    lexicon: Path | None = None
     resume: bool = False
     d_model: int = 256
     n_layers: int = 4
@@ -172,7 +199,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TextOptions, LoopOpti
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, help="corpus manifest.jsonl (or its directory)")
     parser.add_argument("--text", type=Path, action="append", default=[], help="repeatable")
-    add_option_flags(parser, TextOptions, ("out", "manifest", "text"))
+    parser.add_argument("--lexicon", type=Path, help="read phones: the pipeline's lexicon")
+    add_option_flags(parser, TextOptions, ("out", "manifest", "text", "lexicon"))
     add_option_flags(parser, LoopOptions)
     namespace = parser.parse_args(argv)
     if namespace.manifest is None and not namespace.text and namespace.fortunes <= 0:
@@ -189,8 +217,9 @@ def train(options: TextOptions, loop: LoopOptions) -> Path:
     if loop.threads > 0:
         torch.set_num_threads(loop.threads)
     options.out.mkdir(parents=True, exist_ok=True)
+    phonemizer = None if options.lexicon is None else Phonemizer.load(options.lexicon)
     train_ids, heldout_ids, skipped = gather_text(
-        options.manifest, options.text, options.fortunes, loop.seed
+        options.manifest, options.text, options.fortunes, loop.seed, phonemizer
     )
     if dist.main:
         print(f"{len(train_ids)} train, {len(heldout_ids)} heldout sentences ({skipped} skipped)")
@@ -198,7 +227,8 @@ def train(options: TextOptions, loop: LoopOptions) -> Path:
     heldout = [sentence_grid(ids) for ids in heldout_ids]
     longest = max(g.shape[-1] for g in [*train_set, *heldout])
     sizes = {k: getattr(options, k) for k in SHARED_KEYS if hasattr(options, k)}
-    config = text_lm_config(**sizes, max_context=max(longest, 2))
+    units = len(CHARACTERS) if phonemizer is None else len(PHONES)
+    config = text_lm_config(units, **sizes, max_context=max(longest, 2))
     checkpoint = read_resume_state(options.out, options.resume)
     if checkpoint is not None and checkpoint["lm_config"] != config:
         raise ValueError("the LM config differs from that of the checkpoint being resumed")
@@ -213,7 +243,8 @@ def train(options: TextOptions, loop: LoopOptions) -> Path:
     )
     path = options.out / MODEL_DIR
     if dist.main:
-        save_pretrained(model, path, tokenizer=make_char_tokenizer())
+        tokenizer = make_char_tokenizer() if phonemizer is None else make_phone_tokenizer()
+        save_pretrained(model, path, tokenizer=tokenizer)
     dist.barrier()
     return path
 

@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
+from speechinfer.phonemes import PHONES
 
 from .alignment import ALIGNMENTS_FILE, read_alignments
 from .export import STORAGE_DTYPES
@@ -49,11 +51,15 @@ from .tts_data import (
     MAX_TEXT_TOKENS,
     NUM_TEXT_SPECIALS,
     TEXT_LAYOUTS,
+    TEXT_UNITS,
+    TOKENIZER_FILE,
     TTS_PATTERNS,
     aligned_grid,
     grid_steps,
     load_split,
+    make_phone_tokenizer,
     place_characters,
+    place_phones,
     read_meta,
     tts_lm_config,
     utterance_grid,
@@ -72,8 +78,10 @@ class TtsOptions:
     out: Path
     pattern: str = "delay"
     layout: str = "prefix"
+    units: str = "characters"
     lead: int = DEFAULT_LEAD
     alignments: Path | None = None
+    lexicon: Path | None = None
     resume: bool = False
     init_from: Path | None = None
     num_codebooks: int = 0
@@ -98,6 +106,10 @@ class TtsOptions:
             raise ValueError(f"layout must be one of {TEXT_LAYOUTS}")
         if self.layout == "aligned" and (self.pattern != "delay" or self.lead < 1):
             raise ValueError("--layout aligned needs --pattern delay and --lead >= 1")
+        if self.units not in TEXT_UNITS:
+            raise ValueError(f"units must be one of {TEXT_UNITS}")
+        if self.units == "phones" and (self.layout != "aligned" or self.lexicon is None):
+            raise ValueError("--units phones needs --layout aligned and --lexicon")
         if self.export_dtype not in STORAGE_DTYPES:
             raise ValueError(f"export_dtype must be one of {sorted(STORAGE_DTYPES)}")
         if self.text_loss_weight < 0 or self.num_codebooks < 0:
@@ -120,7 +132,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TtsOptions, LoopOptio
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--pattern", choices=TTS_PATTERNS, default="delay")
     parser.add_argument("--layout", choices=TEXT_LAYOUTS, default="prefix")
+    parser.add_argument("--units", choices=TEXT_UNITS, default="characters")
     parser.add_argument("--alignments", type=Path, help="alignments.jsonl (layout aligned)")
+    parser.add_argument("--lexicon", type=Path, help="lexicon.txt.gz to export (units phones)")
     parser.add_argument("--init-from", type=Path, help="text LM directory (train_text_lm)")
     parser.add_argument("--codec", type=Path, help="codec to export (default: the shards')")
     parser.add_argument("--export-dtype", choices=sorted(STORAGE_DTYPES), default="float16")
@@ -129,7 +143,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TtsOptions, LoopOptio
         "out",
         "pattern",
         "layout",
+        "units",
         "alignments",
+        "lexicon",
         "init_from",
         "codec",
         "export_dtype",
@@ -161,8 +177,10 @@ def aligned_grids(
     split_items: Sequence[Any],
     num_codebooks: int,
     alignments: dict[str, dict[str, Any]],
+    units: str = "characters",
 ) -> list[torch.Tensor]:
-    """Return the ``aligned``-layout grids of the items that have a fitting alignment."""
+    """Return the ``aligned``-layout grids of the items that have a fitting alignment: the text
+    stream holds the characters (from the words' start times) or the phones spoken."""
     offset = NUM_TEXT_SPECIALS + len(meta["voices"])
     size, rate = meta["codebook_size"], meta["frame_rate"]
     grids = []
@@ -170,11 +188,15 @@ def aligned_grids(
         row = alignments.get(u.id)
         if row is None or "".join(CHARACTERS[i] for i in u.text) != " ".join(row["words"]):
             continue
-        starts = [int(s * rate) for s in row["starts"]]
         try:
-            frames = place_characters(row["words"], starts)
+            if units == "phones":
+                ids, frames = place_phones(row.get("phones") or [], rate)
+                text = np.asarray(ids, dtype=np.int64)
+            else:
+                frames = place_characters(row["words"], [int(s * rate) for s in row["starts"]])
+                text = u.text
             grids.append(
-                aligned_grid(u.voice, u.text + offset, frames, u.codes[:num_codebooks], size)
+                aligned_grid(u.voice, text + offset, frames, u.codes[:num_codebooks], size)
             )
         except ValueError:
             continue  # the text runs past the audio: not a usable alignment
@@ -189,7 +211,7 @@ def load_grids(
     if options.layout == "prefix":
         return tts_grids(meta, items, q_n)
     path = options.alignments or Path(meta["manifest"]).parent / ALIGNMENTS_FILE
-    grids = aligned_grids(meta, items, q_n, read_alignments(path))
+    grids = aligned_grids(meta, items, q_n, read_alignments(path), options.units)
     if len(grids) < len(items):
         print(
             f"{split}: {len(items) - len(grids)} of {len(items)} utterances have no usable "
@@ -197,6 +219,11 @@ def load_grids(
             flush=True,
         )
     return grids
+
+
+def tokenizer_size(options: TtsOptions, meta: dict[str, Any]) -> int:
+    """Ids of the text stream's tokenizer: the shards' characters, or the phones."""
+    return len(PHONES) if options.units == "phones" else int(meta["tokenizer_size"])
 
 
 def build_config(
@@ -208,7 +235,7 @@ def build_config(
         meta["codebook_size"],
         num_codebooks,
         options.pattern,
-        tokenizer_size=meta["tokenizer_size"],
+        tokenizer_size=tokenizer_size(options, meta),
         max_text_tokens=options.max_text_tokens,
         max_frames=options.max_frames,
         layout=options.layout,
@@ -224,7 +251,7 @@ def build_config(
         meta["codebook_size"],
         num_codebooks,
         options.pattern,
-        tokenizer_size=meta["tokenizer_size"],
+        tokenizer_size=tokenizer_size(options, meta),
         max_context=needed,
         layout=options.layout,
         lead=options.lead,
@@ -270,19 +297,24 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
     result = out
     if not options.no_export:
         result = out / PIPELINE_DIR
+        tokenizer = Path(options.shards) / meta["tokenizer"]
+        if options.units == "phones":
+            tokenizer = out / TOKENIZER_FILE
+            make_phone_tokenizer(tokenizer)
         if dist.main:
             save_pipeline(
                 result,
                 model,
                 options.codec or meta["codec_dir"],
                 meta["voices"],
-                Path(options.shards) / meta["tokenizer"],
+                tokenizer,
                 sampling=json.loads(options.sampling),
                 dtype=options.export_dtype,  # type: ignore[arg-type]
                 max_text_tokens=options.max_text_tokens,
                 max_frames=options.max_frames,
                 seed=loop.seed,
                 layout=options.layout,
+                lexicon=options.lexicon,
             )
     dist.barrier()
     return result

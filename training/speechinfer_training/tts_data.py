@@ -32,6 +32,7 @@ import soundfile as sf
 import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
+from speechinfer.phonemes import PHONES
 from speechinfer.textnorm import spoken_form
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from torch import Tensor
@@ -51,6 +52,8 @@ NUM_TEXT_SPECIALS = 4
 TTS_PATTERNS = ("delay", "parallel", "flatten", "depth")
 TEXT_LAYOUTS = ("prefix", "aligned")
 """``prefix``: the text before the speech; ``aligned``: each word's characters at its audio."""
+TEXT_UNITS = ("characters", "phones")
+"""What the text stream reads: characters of the text, or the phones spoken (``aligned`` only)."""
 DEFAULT_LEAD = 12
 """Frames the text stream runs ahead of the audio in the ``aligned`` layout."""
 MAX_TEXT_TOKENS = 64
@@ -80,6 +83,34 @@ def make_char_tokenizer(path: str | Path | None = None) -> Tokenizer:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tokenizer.save(str(path))
     return tokenizer
+
+
+def make_phone_tokenizer(path: str | Path | None = None) -> Tokenizer:
+    """Return the phone tokenizer: id ``i`` is ``PHONES[i]``, input is phones separated by
+    spaces (``speechinfer.phonemes.Phonemizer.phones`` joined). Written to ``path`` if given."""
+    tokenizer = Tokenizer(models.WordLevel(vocab={p: i for i, p in enumerate(PHONES)}))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(path))
+    return tokenizer
+
+
+def place_phones(phones: Sequence[Sequence[Any]], frame_rate: float) -> tuple[list[int], list[int]]:
+    """Tokenizer ids and frames of the ``aligned`` layout's phones: ``phones`` are
+    ``[phone, start seconds]`` (``alignment.py``); each phone takes the frame where it starts, or
+    the one after the previous phone's when that is later. Raises ``ValueError`` naming a phone
+    outside :data:`PHONES`."""
+    ids, frames = [], []
+    cursor = -1
+    for phone, start in phones:
+        if phone not in PHONES:
+            raise ValueError(f"unknown phone {phone!r}")
+        cursor = max(int(float(start) * frame_rate), cursor + 1)
+        ids.append(PHONES.index(phone))
+        frames.append(cursor)
+    return ids, frames
 
 
 def normalize_text(text: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from speechinfer.phonemes import LEXICON_FILE
 
 from .export import CONFIG_FILE, STORAGE_DTYPES, WEIGHTS_FILE, StorageDtype, save_pretrained
 from .lm import SpeechLM
@@ -46,13 +47,16 @@ def save_pipeline(
     max_frames: int = MAX_FRAMES,
     seed: int = 0,
     layout: str = "prefix",
+    lexicon: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the pipeline directory ``out_dir`` that ``si.Pipeline.load`` reads; return it.
 
     ``codec/`` is a copy of ``codec_dir`` and ``lm/`` the exported ``lm_model`` with
     ``tokenizer.json``, both stored in ``dtype``; ``pipeline.json`` names them, the ``voices``
     (in the order of the LM's voice tokens), the limits and the audio streams' sampling
-    (default :data:`DEFAULT_SAMPLING`) and, unless it is ``prefix``, the text ``layout``. The
+    (default :data:`DEFAULT_SAMPLING`) and, unless it is ``prefix``, the text ``layout``. With a
+    ``lexicon`` (``speechinfer_training.lexicon``) the text stream reads phones: the lexicon is
+    copied to ``lexicon.txt.gz`` and ``pipeline.json`` says ``"text_units": "phones"``. The
     LM's text stream must fit the voices and the tokenizer (``text_offset = 4 + n_voices``,
     vocabulary ``text_offset + tokenizer size``).
     """
@@ -87,6 +91,9 @@ def save_pipeline(
     }
     if layout != "prefix":
         pipeline["layout"] = layout
+    if lexicon is not None:
+        shutil.copyfile(lexicon, out / LEXICON_FILE)
+        pipeline["text_units"] = "phones"
     (out / PIPELINE_FILE).write_text(json.dumps(pipeline, indent=2) + "\n")
     return out
 
