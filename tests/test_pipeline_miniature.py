@@ -34,7 +34,8 @@ def run(*args: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("layout", "units"), [("aligned", "characters"), ("prefix", "characters"), ("aligned", "phones")]
+    ("layout", "units"),
+    [("aligned", "characters"), ("prefix", "characters"), ("aligned", "phones")],
 )
 def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str, units: str) -> None:
     from speechinfer_training import corpus

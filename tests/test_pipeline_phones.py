@@ -51,7 +51,7 @@ def test_phone_text_errors(pipe: si.Pipeline, tmp_path: Path) -> None:
     links = {"codec": str(pipe.path / "codec"), "lm": str(pipe.path / "lm")}
     with pytest.raises(si.ConfigError, match="text_units must be one of"):
         si.Pipeline.load(write_spec(tmp_path / "units", text_units="words", **links))
-    with pytest.raises(si.ConfigError, match="needs .*lexicon.txt.gz"):
+    with pytest.raises(si.ConfigError, match=r"needs .*lexicon\.txt\.gz"):
         si.Pipeline.load(write_spec(tmp_path / "nolex", text_units="phones", **links))
 
 

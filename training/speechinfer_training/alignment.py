@@ -16,10 +16,10 @@ synthesizer does not report (a number it reads differently, a clitic) gets a tim
 between its neighbours.
 
 ``python -m speechinfer_training.alignment --manifest CORPUS/manifest.jsonl [--jobs 2]`` writes
-``CORPUS/alignments.jsonl``: one line per utterance, ``{"id", "voice", "words", "starts", "phones"}`` with
-``words`` = ``normalize_text(text).split(" ")``, ``starts`` their start times in seconds and
-``phones`` every phone the synthesizer spoke (pauses ``pau`` included) as ``[phone, start]``. It
-resumes: lines already written (with phones) are kept.
+``CORPUS/alignments.jsonl``: one line per utterance, ``{"id", "voice", "words", "starts",
+"phones"}`` with ``words`` = ``normalize_text(text).split(" ")``, ``starts`` their start times
+in seconds and ``phones`` every phone the synthesizer spoke (pauses ``pau`` included) as
+``[phone, start]``. It resumes: lines already written (with phones) are kept.
 """
 
 import argparse
@@ -116,8 +116,10 @@ def flite_word_starts(
 def festival_timing(
     voice: str, text: str
 ) -> tuple[list[tuple[str, float | None]], list[tuple[str, float]]]:
-    """Festival's words of ``text`` with their start times, and its phones with theirs, as
-    ``text2wave`` would speak it."""
+    """Festival's words and phones of ``text`` with their start times.
+
+    The utterances are those ``text2wave`` would speak, their times offset as it concatenates them.
+    """
     with tempfile.TemporaryDirectory(prefix="speechinfer-align-") as tmp:
         text_file = Path(tmp) / "text.txt"
         text_file.write_text(text + "\n")

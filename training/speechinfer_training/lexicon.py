@@ -30,7 +30,7 @@ TIMEOUT_S = 120
 
 
 def words_of(texts: Iterable[str]) -> set[str]:
-    """The words of ``texts`` as the phonemizer looks them up (phrase punctuation stripped)."""
+    """Return the words of ``texts`` as the phonemizer looks them up (punctuation stripped)."""
     out = set()
     for text in texts:
         for token in normalize_text(text).split():
@@ -49,8 +49,10 @@ def dictionary_words(path: Path, limit: int | None = None) -> set[str]:
 
 
 def t2p_batch(words: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """Flite's phones of each of ``words`` (one ``t2p`` call); words whose phones cannot be told
-    apart from their neighbours' are looked up one by one."""
+    """Return flite's phones of each of ``words``, from one ``t2p`` call.
+
+    Words whose phones cannot be told apart from their neighbours' are looked up one by one.
+    """
     result = subprocess.run(
         ["t2p", " . ".join(words) + " ."],
         capture_output=True,

@@ -61,8 +61,10 @@ SHARED_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "rope_
 
 
 def text_lm_config(units: int = len(CHARACTERS), **sizes: Any) -> dict[str, Any]:
-    """Return the one-stream text LM config (``parallel``; ``units`` tokenizer ids, characters
-    by default, at ``text_offset`` 3)."""
+    """Return the one-stream text LM config (``parallel``; ``units`` ids at ``text_offset`` 3).
+
+    ``units`` is the tokenizer's size: the characters by default.
+    """
     stream = {
         "name": "text",
         "role": "text",
@@ -94,8 +96,10 @@ def gather_text(
     seed: int = 0,
     phonemizer: Phonemizer | None = None,
 ) -> tuple[list[list[int]], list[list[int]], int]:
-    """Return (train ids, heldout ids, sentences skipped), sentences deduplicated; ids are
-    characters, or phones with a ``phonemizer``."""
+    """Return (train ids, heldout ids, sentences skipped), sentences deduplicated.
+
+    The ids are characters, or phones with a ``phonemizer``.
+    """
     train: dict[str, None] = {}
     heldout: dict[str, None] = {}
     if manifest is not None:

@@ -179,8 +179,10 @@ def aligned_grids(
     alignments: dict[str, dict[str, Any]],
     units: str = "characters",
 ) -> list[torch.Tensor]:
-    """Return the ``aligned``-layout grids of the items that have a fitting alignment: the text
-    stream holds the characters (from the words' start times) or the phones spoken."""
+    """Return the ``aligned``-layout grids of the items that have a fitting alignment.
+
+    The text stream holds the characters (from the words' start times) or the phones spoken.
+    """
     offset = NUM_TEXT_SPECIALS + len(meta["voices"])
     size, rate = meta["codebook_size"], meta["frame_rate"]
     grids = []

@@ -86,8 +86,10 @@ def make_char_tokenizer(path: str | Path | None = None) -> Tokenizer:
 
 
 def make_phone_tokenizer(path: str | Path | None = None) -> Tokenizer:
-    """Return the phone tokenizer: id ``i`` is ``PHONES[i]``, input is phones separated by
-    spaces (``speechinfer.phonemes.Phonemizer.phones`` joined). Written to ``path`` if given."""
+    """Return the phone tokenizer: id ``i`` is ``PHONES[i]``; written to ``path`` if given.
+
+    Its input is phones separated by spaces (``speechinfer.phonemes.Phonemizer.phones`` joined).
+    """
     tokenizer = Tokenizer(models.WordLevel(vocab={p: i for i, p in enumerate(PHONES)}))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
@@ -98,10 +100,12 @@ def make_phone_tokenizer(path: str | Path | None = None) -> Tokenizer:
 
 
 def place_phones(phones: Sequence[Sequence[Any]], frame_rate: float) -> tuple[list[int], list[int]]:
-    """Tokenizer ids and frames of the ``aligned`` layout's phones: ``phones`` are
-    ``[phone, start seconds]`` (``alignment.py``); each phone takes the frame where it starts, or
-    the one after the previous phone's when that is later. Raises ``ValueError`` naming a phone
-    outside :data:`PHONES`."""
+    """Return the tokenizer ids and frames of the ``aligned`` layout's phones.
+
+    ``phones`` are ``[phone, start seconds]`` (``alignment.py``); each phone takes the frame where
+    it starts, or the one after the previous phone's when that is later. Raises ``ValueError``
+    naming a phone outside :data:`PHONES`.
+    """
     ids, frames = [], []
     cursor = -1
     for phone, start in phones:
