@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Train the default TTS pipeline end to end and embed it in the Python package:
-# corpus (flite + festival voices, fortunes text) -> word alignments -> codec -> token shards
-# (Rust engine) -> text LM -> TTS LM (aligned text layout, initialised from the text LM: TWIST)
-# -> DPO with the pocketsphinx judge -> eval -> python/speechinfer/models/default.
+# corpus (flite voices, fortunes text) -> phone alignments -> codec -> token shards (Rust engine)
+# -> lexicon (flite's t2p) -> phone text LM -> TTS LM (phones in the aligned text layout,
+# initialised from the text LM: TWIST) -> DPO with the pocketsphinx judge -> eval ->
+# python/speechinfer/models/default.
 # Every stage resumes where it stopped; rerun to continue.
 # The budgets are environment variables: the defaults fit a few CPU hours; a GPU run raises them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-$HOME/.cache/speechinfer/runs}
 CORPUS=${CORPUS:-$HOME/.cache/speechinfer/corpus}
-SENTENCES=${SENTENCES:-800}
-VOICES=${VOICES:-rms,slt,awb,festival_slt}
+SENTENCES=${SENTENCES:-1500}
+VOICES=${VOICES:-rms,slt,awb}
 CODEC_STEPS=${CODEC_STEPS:-6400}
 DECODER_STEPS=${DECODER_STEPS:-3000}
 TEXT_LM_STEPS=${TEXT_LM_STEPS:-300}
@@ -44,12 +45,16 @@ python -m $PKG.train_codec --data "$CORPUS/train.jsonl" --out "$RUNS/codec" \
   --steps $((CODEC_STEPS + DECODER_STEPS)) --checkpoint-every 100 --batch-size 8 \
   --segment-seconds 0.5 --threads "$THREADS" --export-dtype float16 --quantizer-dropout 0.3 \
   --resume --freeze-encoder
+[ -f "$RUNS/lexicon.txt.gz" ] || python -m $PKG.lexicon --out "$RUNS/lexicon.txt.gz" \
+  --manifest "$CORPUS/manifest.jsonl" --jobs "$THREADS"
 python -m $PKG.train_text_lm --out "$RUNS/text_lm" --steps "$TEXT_LM_STEPS" \
-  --manifest "$CORPUS/manifest.jsonl" --fortunes 20000 "${LM_SIZES[@]}" --threads "$THREADS"
+  --manifest "$CORPUS/manifest.jsonl" --fortunes 20000 --lexicon "$RUNS/lexicon.txt.gz" \
+  "${LM_SIZES[@]}" --threads "$THREADS" --resume
 python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$TTS_STEPS" \
   --init-from "$RUNS/text_lm/model" "${LM_SIZES[@]}" --threads "$THREADS" --resume \
-  --layout aligned --lead "${LEAD:-12}" --text-loss-weight 0.5 --cosine \
-  --codec "$RUNS/codec/model"
+  --layout aligned --units phones --lexicon "$RUNS/lexicon.txt.gz" --lead "${LEAD:-12}" \
+  --text-loss-weight 0.5 --cosine --max-text-tokens 80 \
+  --sampling '{"temperature": 0.6, "top_k": 20}' --codec "$RUNS/codec/model"
 python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
   --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
 python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/aligned" \

@@ -27,6 +27,8 @@ def test_phones_pause_at_the_ends_and_after_phrases() -> None:
     ]  # fmt: skip
     assert phonemizer.phones("the cat") == [PAUSE, "dh", "ax", "k", "ae", "t", PAUSE]
     assert phonemizer.phones("don't!") == [PAUSE, "d", "ow", "n", "t", PAUSE]
+    # "the" before a vowel, as flite says it.
+    assert phonemizer.phones("the end")[:3] == [PAUSE, "dh", "iy"]
 
 
 def test_words_missing_from_the_lexicon() -> None:
