@@ -134,6 +134,23 @@ def test_char_tokenizer_and_normalize_text(tmp_path: Path) -> None:
         td.normalize_text(" ... ")
 
 
+def test_phone_tokenizer_and_options(tmp_path: Path) -> None:
+    from speechinfer.phonemes import PHONES
+
+    tok = td.make_phone_tokenizer(tmp_path / "tokenizer.json")
+    assert tok.get_vocab_size() == len(PHONES)
+    assert tok.encode("pau hh ax l ow pau", add_special_tokens=False).ids == [
+        PHONES.index(p) for p in ("pau", "hh", "ax", "l", "ow", "pau")
+    ]
+    lexicon = tmp_path / "lexicon.txt.gz"
+    with pytest.raises(ValueError, match="--units phones needs"):
+        train_tts.TtsOptions(shards=tmp_path, out=tmp_path, units="phones", lexicon=lexicon)
+    with pytest.raises(ValueError, match="--units phones needs"):
+        train_tts.TtsOptions(shards=tmp_path, out=tmp_path, units="phones", layout="aligned")
+    with pytest.raises(ValueError, match="units must be one of"):
+        train_tts.TtsOptions(shards=tmp_path, out=tmp_path, units="words")
+
+
 def test_tts_lm_config() -> None:
     config = td.tts_lm_config(["a", "b", "c"], 100, 4, **SIZES)
     text, *audio = config["streams"]
