@@ -1,8 +1,9 @@
 """Train the TTS LM twin on token shards and export a pipeline directory (``docs/tts.md``).
 
 ``python -m speechinfer_training.train_tts --shards SHARDS --out OUT --steps N
-[--pattern delay|parallel|flatten|depth] [--layout prefix|aligned [--lead 12]] [--resume]
-[--init-from TEXT_LM_DIR] [--batch-size 8] [--lr 1e-3] [--d-model 256 --n-layers 4 ...]
+[--pattern delay|parallel|flatten|depth] [--layout prefix|aligned [--lead 12]
+[--units characters|phones --lexicon LEXICON.txt.gz]] [--resume] [--init-from TEXT_LM_DIR]
+[--batch-size 8] [--lr 1e-3] [--d-model 256 --n-layers 4 ...]
 [--threads N]``
 
 ``SHARDS`` comes from ``python -m speechinfer_training.tts_data`` (``tokenize_corpus``). Every
@@ -10,6 +11,9 @@ utterance is the frame grid of :func:`~speechinfer_training.tts_data.utterance_g
 ``prefix``) or :func:`~speechinfer_training.tts_data.aligned_grid` (layout ``aligned``: word
 start times from ``--alignments``, default ``alignments.jsonl`` beside the corpus manifest,
 written by ``python -m speechinfer_training.alignment``; utterances without one are skipped).
+With ``--units phones`` the aligned text stream holds the phones the synthesizer spoke, each at
+the frame where it starts (``tts_data.place_phones``), and the exported pipeline carries
+``--lexicon`` (``python -m speechinfer_training.lexicon``) to turn text into phones at synthesis.
 Training is teacher-forced cross-entropy on every scored token (frames ``>= 1``, not ``-1``), the
 text stream's tokens weighted by ``--text-loss-weight``. Writes ``OUT/log.jsonl`` (per step:
 ``loss``, ``audio_loss``, ``text_loss``; ``heldout_audio_loss`` / ``heldout_text_loss`` — mean nats
