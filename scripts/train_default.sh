@@ -15,7 +15,7 @@ VOICES=${VOICES:-rms,slt,awb}
 CODEC_STEPS=${CODEC_STEPS:-6400}
 DECODER_STEPS=${DECODER_STEPS:-3000}
 TEXT_LM_STEPS=${TEXT_LM_STEPS:-300}
-TTS_STEPS=${TTS_STEPS:-3000}
+TTS_STEPS=${TTS_STEPS:-7000}
 DPO_STEPS=${DPO_STEPS:-32}
 Q=${Q:-4}
 THREADS=${THREADS:-2}
@@ -54,7 +54,8 @@ python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$TTS
   --init-from "$RUNS/text_lm/model" "${LM_SIZES[@]}" --threads "$THREADS" --resume \
   --layout aligned --units phones --lexicon "$RUNS/lexicon.txt.gz" --lead "${LEAD:-12}" \
   --text-loss-weight 0.5 --cosine --max-text-tokens 80 \
-  --sampling '{"temperature": 0.6, "top_k": 20}' --codec "$RUNS/codec/model"
+  --max-frames 520 --max-tail-frames 15 --sampling '{"temperature": 0.6, "top_k": 20}' \
+  --codec "$RUNS/codec/model"
 python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
   --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
 python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/aligned" \

@@ -112,6 +112,10 @@ def test_the_model_times_the_text(tmp_path: Path) -> None:
     endless = pipeline(tmp_path / "endless", -60.0, eos_bias=-60.0, max_frames=120)
     [grid] = endless.generate_grids("ab", None, [0])
     assert grid.shape[1] == 1 + 3 + MAX_TAIL_FRAMES and (grid[1:, -1] == C).all()
+    # ... or max_tail_frames after it when pipeline.json sets that.
+    short = pipeline(tmp_path / "short", -60.0, eos_bias=-60.0, max_frames=120, max_tail_frames=7)
+    [grid] = short.generate_grids("ab", None, [0])
+    assert grid.shape[1] == 1 + 3 + 7 and (grid[1:, -1] == C).all()
 
 
 def test_seeds_progress_and_threads(pipe: si.Pipeline) -> None:
@@ -141,6 +145,8 @@ def test_seeds_progress_and_threads(pipe: si.Pipeline) -> None:
 
 def test_layout_errors(pipe: si.Pipeline, tmp_path: Path) -> None:
     links = {"codec": str(pipe.path / "codec"), "lm": str(pipe.path / "lm")}
+    with pytest.raises(si.ConfigError, match="max_tail_frames must be an int >= 1, got 0"):
+        si.Pipeline.load(write_spec(tmp_path / "tail", max_tail_frames=0, **links))
     with pytest.raises(si.ConfigError, match="layout must be one of"):
         si.Pipeline.load(write_spec(tmp_path / "bad", layout="interleaved", **links))
     flat = tts_lm_config()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from speechinfer._aligned import generate_aligned
+from speechinfer._aligned import MAX_TAIL_FRAMES, generate_aligned
 from speechinfer._native import NO_INPUT, Codec, Sampling, SpeechLM
 from speechinfer.errors import CheckpointError, ConfigError, InputError
 from speechinfer.models import default_pipeline_path
@@ -36,7 +36,7 @@ PAD, BOS, EOS, SEP = 0, 1, 2, 3
 VOICE_OFFSET = 4
 
 _KEYS = ("model_type", "codec", "lm", "voices", "max_text_tokens", "max_frames", "sampling", "seed")
-_OPTIONAL_KEYS = ("layout", "text_units")
+_OPTIONAL_KEYS = ("layout", "text_units", "max_tail_frames")
 LAYOUTS = ("prefix", "aligned")
 TEXT_UNITS = ("characters", "phones")
 _PHONE_TEXT = WORD_CHARACTERS | PHRASE_END | {" "}
@@ -63,6 +63,7 @@ class Pipeline:
         self._max_frames: int = spec["max_frames"]
         self._seed: int = spec["seed"]
         self._layout: str = spec.get("layout", "prefix")
+        self._max_tail_frames: int = spec.get("max_tail_frames", MAX_TAIL_FRAMES)
         self._phonemizer = (
             Phonemizer.load(directory / LEXICON_FILE)
             if spec.get("text_units") == "phones"
@@ -351,6 +352,7 @@ class Pipeline:
             self._codec.codebook_size,
             seed,
             on_frame,
+            self._max_tail_frames,
         )
 
     def _stream(
@@ -453,8 +455,9 @@ def _read_spec(directory: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: voices must be a non-empty list of names, got {voices!r}")
     if len(set(voices)) != len(voices):
         raise ConfigError(f"{file}: voices holds a name twice: {voices!r}")
-    for key, least in (("max_text_tokens", 1), ("max_frames", 1), ("seed", 0)):
-        value = spec[key]
+    limits = (("max_text_tokens", 1), ("max_frames", 1), ("seed", 0), ("max_tail_frames", 1))
+    for key, least in limits:
+        value = spec.get(key, least)  # only the optional max_tail_frames may be missing here
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{file}: {key} must be an int >= {least}, got {value!r}")
     if spec.get("layout", "prefix") not in LAYOUTS:

@@ -98,6 +98,7 @@ class TtsOptions:
     tie_embeddings: bool = False
     max_text_tokens: int = MAX_TEXT_TOKENS
     max_frames: int = MAX_FRAMES
+    max_tail_frames: int = 0
     sampling: str = json.dumps(DEFAULT_SAMPLING)
     export_dtype: str = "float16"
     codec: Path | None = None
@@ -321,6 +322,7 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
                 seed=loop.seed,
                 layout=options.layout,
                 lexicon=options.lexicon,
+                max_tail_frames=options.max_tail_frames or None,
             )
     dist.barrier()
     return result

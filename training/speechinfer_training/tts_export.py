@@ -48,6 +48,7 @@ def save_pipeline(
     seed: int = 0,
     layout: str = "prefix",
     lexicon: str | os.PathLike[str] | None = None,
+    max_tail_frames: int | None = None,
 ) -> Path:
     """Write the pipeline directory ``out_dir`` that ``si.Pipeline.load`` reads; return it.
 
@@ -56,7 +57,9 @@ def save_pipeline(
     (in the order of the LM's voice tokens), the limits and the audio streams' sampling
     (default :data:`DEFAULT_SAMPLING`) and, unless it is ``prefix``, the text ``layout``. With a
     ``lexicon`` (``speechinfer_training.lexicon``) the text stream reads phones: the lexicon is
-    copied to ``lexicon.txt.gz`` and ``pipeline.json`` says ``"text_units": "phones"``. The
+    copied to ``lexicon.txt.gz`` and ``pipeline.json`` says ``"text_units": "phones"``;
+    ``max_tail_frames`` (the ``aligned`` layout's longest tail after the text) is written when
+    given. The
     LM's text stream must fit the voices and the tokenizer (``text_offset = 4 + n_voices``,
     vocabulary ``text_offset + tokenizer size``).
     """
@@ -91,6 +94,8 @@ def save_pipeline(
     }
     if layout != "prefix":
         pipeline["layout"] = layout
+    if max_tail_frames is not None:
+        pipeline["max_tail_frames"] = max_tail_frames
     if lexicon is not None:
         shutil.copyfile(lexicon, out / LEXICON_FILE)
         pipeline["text_units"] = "phones"
