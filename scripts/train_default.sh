@@ -58,9 +58,14 @@ python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$TTS
   --codec "$RUNS/codec/model"
 python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
   --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
-python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/aligned" \
-  --max-utterances 8 --out "$RUNS/eval.json"
+# Both variants are evaluated; EMBED picks the one shipped (the DPO one measured worse so far).
+for variant in tts/pipeline aligned; do
+  python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/$variant" \
+    --max-utterances 16 --skip codec,pairs --out "$RUNS/eval_${variant%%/*}.json"
+done
+python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/tts/pipeline" \
+  --max-utterances 8 --skip tts --out "$RUNS/eval_codec_pairs.json"
 rm -rf python/speechinfer/models/default
-cp -r "$RUNS/aligned" python/speechinfer/models/default
+cp -r "$RUNS/${EMBED:-tts/pipeline}" python/speechinfer/models/default
 rm -f python/speechinfer/models/default/dpo_report.json
 du -sh python/speechinfer/models/default
