@@ -55,7 +55,7 @@ def test_phone_text_errors(pipe: si.Pipeline, tmp_path: Path) -> None:
         si.Pipeline.load(write_spec(tmp_path / "nolex", text_units="phones", **links))
 
 
-def test_long_text_is_split_by_phones(pipe: si.Pipeline, tmp_path: Path) -> None:
+def test_long_text_is_split_by_phones(tmp_path: Path) -> None:
     short = si.Pipeline.load(phone_pipeline(tmp_path / "short", max_text_tokens=12))
     # 10 phones, then 15 (pauses included): cut at the space that keeps the first 12.
     prompts = short.prompts("The cat sat. The cat sat the cat.")

@@ -8,7 +8,7 @@ pipeline's lexicon (``lexicon.txt.gz``: ``word phone phone ...`` per line, writt
 :func:`letter_phones`, a small set of English spelling rules. A pause starts and ends the
 utterance and follows each word that ends a phrase (``, . ! ? ; :``), where flite pauses too,
 and ``the`` before a vowel is ``dh iy`` as flite says it (with these rules the phones of 94 % of
-the corpus sentences equal flite's; 99.8 % of the phones match).
+300 corpus sentences equal flite's; 99.8 % of the phones match).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ PHONES: tuple[str, ...] = (
     PAUSE,
 )
 """The phone tokenizer's symbols; tokenizer id ``i`` is ``PHONES[i]``."""
+PHONE_IDS: dict[str, int] = {phone: i for i, phone in enumerate(PHONES)}
 LEXICON_FILE = "lexicon.txt.gz"
-PHRASE_END = frozenset(",.!?;:")
+PHRASE_END = ",.!?;:"
+"""Punctuation that ends a phrase (a pause follows the word it ends)."""
 WORD_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz'-")
 """What a word may hold once the phrase punctuation around it is stripped."""
 
@@ -114,6 +116,17 @@ def letter_phones(word: str) -> tuple[str, ...]:
     return tuple(phones)
 
 
+def lexicon_words(text: str) -> list[str]:
+    """The lexicon entries :meth:`Phonemizer.word` looks for in normalized ``text``: each word
+    without phrase punctuation and outer apostrophes or hyphens, hyphenated words in parts."""
+    return [
+        part
+        for token in text.split()
+        for part in token.strip(PHRASE_END).strip("'-").split("-")
+        if part
+    ]
+
+
 class Phonemizer:
     """Lower-case text (``speechinfer.textnorm.spoken_form``) to the phone sequence the LM
     reads."""
@@ -160,7 +173,7 @@ class Phonemizer:
         a pause. Characters other than letters, space, ``' -`` and phrase punctuation raise
         ``ValueError`` naming the first."""
         tokens = text.split()
-        words = [token.strip(",.!?;:") for token in tokens]
+        words = [token.strip(PHRASE_END) for token in tokens]
         for token, word in zip(tokens, words, strict=True):
             for char in word:
                 if char not in WORD_CHARACTERS:

@@ -39,7 +39,7 @@ _KEYS = ("model_type", "codec", "lm", "voices", "max_text_tokens", "max_frames",
 _OPTIONAL_KEYS = ("layout", "text_units", "max_tail_frames")
 LAYOUTS = ("prefix", "aligned")
 TEXT_UNITS = ("characters", "phones")
-_PHONE_TEXT = WORD_CHARACTERS | PHRASE_END | {" "}
+_PHONE_TEXT = WORD_CHARACTERS | set(PHRASE_END) | {" "}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Typographic variants of characters the tokenizer knows.
 

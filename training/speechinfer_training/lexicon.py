@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from speechinfer.phonemes import PAUSE, PHONES, WORD_CHARACTERS
+from speechinfer.phonemes import PAUSE, PHONES, WORD_CHARACTERS, lexicon_words
 
 from .corpus import read_manifest
 from .tts_data import normalize_text
@@ -31,14 +31,12 @@ TIMEOUT_S = 120
 
 def words_of(texts: Iterable[str]) -> set[str]:
     """Return the words of ``texts`` as the phonemizer looks them up (punctuation stripped)."""
-    out = set()
-    for text in texts:
-        for token in normalize_text(text).split():
-            word = token.strip(",.!?;:").strip("'-")
-            for part in word.split("-"):
-                if part and set(part) <= WORD_CHARACTERS:
-                    out.add(part)
-    return out
+    return {
+        word
+        for text in texts
+        for word in lexicon_words(normalize_text(text))
+        if set(word) <= WORD_CHARACTERS
+    }
 
 
 def dictionary_words(path: Path, limit: int | None = None) -> set[str]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 import torch.distributed as torch_dist
-from speechinfer.phonemes import PHONES, Phonemizer
+from speechinfer.phonemes import PHONE_IDS, PHONES, Phonemizer
 
 from .corpus import collect_sentences, read_manifest, sentences_from_text_file
 from .export import load_pretrained, save_pretrained
@@ -86,7 +86,7 @@ def sentence_grid(ids: Sequence[int]) -> torch.Tensor:
 
 def phone_ids(phonemizer: Phonemizer, text: str) -> list[int]:
     """Phone tokenizer ids of a sentence (``ValueError`` where ``normalize_text`` rejects it)."""
-    return [PHONES.index(p) for p in phonemizer.phones(normalize_text(text))]
+    return [PHONE_IDS[p] for p in phonemizer.phones(normalize_text(text))]
 
 
 def gather_text(

@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from speechinfer.phonemes import PHONES
+from speechinfer.phonemes import PHONE_IDS
 from speechinfer.textnorm import spoken_form
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from torch import Tensor
@@ -90,9 +90,8 @@ def make_phone_tokenizer(path: str | Path | None = None) -> Tokenizer:
 
     Its input is phones separated by spaces (``speechinfer.phonemes.Phonemizer.phones`` joined).
     """
-    tokenizer = Tokenizer(models.WordLevel(vocab={p: i for i, p in enumerate(PHONES)}))
+    tokenizer = Tokenizer(models.WordLevel(vocab=PHONE_IDS))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tokenizer.save(str(path))
@@ -109,10 +108,10 @@ def place_phones(phones: Sequence[Sequence[Any]], frame_rate: float) -> tuple[li
     ids, frames = [], []
     cursor = -1
     for phone, start in phones:
-        if phone not in PHONES:
+        if phone not in PHONE_IDS:
             raise ValueError(f"unknown phone {phone!r}")
         cursor = max(int(float(start) * frame_rate), cursor + 1)
-        ids.append(PHONES.index(phone))
+        ids.append(PHONE_IDS[phone])
         frames.append(cursor)
     return ids, frames
 
