@@ -75,7 +75,9 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str, uni
     run(f"{pkg}.train_text_lm", "--out", str(tmp_path / "text_lm"), "--steps", "2",
         "--manifest", str(manifest), *SIZES, *unit_flags)  # fmt: skip
     if units == "phones":
-        unit_flags += ["--units", "phones"]
+        # Text dropout in training and guidance in sampling (docs/tts.md, "Guidance").
+        guided = json.dumps({"temperature": 0.8, "top_k": 8, "cfg_scale": 2.0})
+        unit_flags += ["--units", "phones", "--text-dropout", "0.5", "--sampling", guided]
     run(f"{pkg}.train_tts", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "tts"),
         "--steps", "3", "--init-from", str(tmp_path / "text_lm" / "model"), "--batch-size", "2",
         "--threads", "1", *layout_flags, *SIZES, *unit_flags)  # fmt: skip
@@ -83,6 +85,7 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str, uni
     spec = json.loads((pipeline / "pipeline.json").read_text())
     assert spec.get("layout", "prefix") == layout
     assert spec.get("text_units", "characters") == units
+    assert ("cfg_scale" in spec["sampling"]) == (units == "phones")
     run(f"{pkg}.dpo", "--pipeline", str(pipeline), "--corpus", str(manifest),
         "--out", str(tmp_path / "aligned"), "--prompts", "2", "--candidates", "2",
         "--steps", "2")  # fmt: skip

@@ -391,3 +391,48 @@ def test_comparison_commands(data: Data, capsys: pytest.CaptureFixture[str]) -> 
     assert set(runs) == {"scratch", "twist"} and len(runs["twist"]) == 2
     assert runs["scratch"][0]["audio_loss"] != runs["twist"][0]["audio_loss"]
     assert (out / "compare_init.csv").read_text().startswith("step,scratch_audio_loss")
+
+
+def test_text_dropout_feeds_text_less_grids() -> None:
+    codes = np.arange(12).reshape(2, 6) % 32
+    grid = td.aligned_grid(1, [10, 11], [0, 2], codes, 32)
+    drop = td.TextDropout(0.3, seed=3)
+    draws = [drop.dropped(step, i) for step in range(100) for i in range(4)]
+    assert 80 < sum(draws) < 160  # about 30 % of 400
+    assert draws == [
+        td.TextDropout(0.3, seed=3).dropped(s, i) for s in range(100) for i in range(4)
+    ]
+    assert draws != [
+        td.TextDropout(0.3, seed=4).dropped(s, i) for s in range(100) for i in range(4)
+    ]
+    step, index = divmod(draws.index(True), 4)
+    inputs, targets = drop(grid, step, index)
+    assert inputs[0, 0] == grid[0, 0] and (inputs[0, 1:] == td.TEXT_PAD).all()
+    assert (targets[0, 1:] == -1).all() and targets[0, 0] == grid[0, 0]
+    assert torch.equal(inputs[1:], grid[1:]) and torch.equal(targets[1:], grid[1:])
+    assert torch.equal(td.text_less(grid), inputs)
+    assert (grid[0, 1:] != td.TEXT_PAD).any()  # the grid itself is left alone
+    step, index = divmod(draws.index(False), 4)
+    assert drop(grid, step, index) == (grid, grid)
+    # The text of a dropped grid costs nothing; its audio is scored as usual.
+    config = td.tts_lm_config(VOICES, 32, 2, layout="aligned", lead=1, **SIZES)
+    model = SpeechLM(config)
+    full = stream_losses(model, model, grid[None])
+    dropped = stream_losses(model, model, inputs[None], targets[None])
+    assert full[0] > 0 and dropped[0] == 0 and (dropped[1:] > 0).all()
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="text dropout"):
+            td.TextDropout(rate)
+    with pytest.raises(ValueError, match="--text-dropout needs --layout aligned"):
+        train_tts.TtsOptions(shards=Path("."), out=Path("."), text_dropout=0.2)
+
+
+def test_finetune_from_starts_at_the_runs_weights(data: Data, trained: Path) -> None:
+    out = data.root / "finetune"
+    run_tts(data, out, 0, finetune_from=trained, export_dtype="float32")
+    want = read_checkpoint(trained / "checkpoint.pt")["model"]
+    got = load_pretrained(out / "pipeline" / "lm").state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    with pytest.raises(ValueError, match="LM config differs"):
+        run_tts(data, data.root / "other", 0, finetune_from=trained, **{**SIZES, "n_layers": 1})

@@ -78,6 +78,11 @@ class Pipeline:
         self._text_offset = VOICE_OFFSET + len(self._voices)
         self._check_layout(where)
         self._check_context(where)
+        if "cfg_scale" in spec["sampling"] and self._layout != "aligned":
+            raise ConfigError(
+                f"{where}: sampling cfg_scale needs layout 'aligned' (its unconditional twin is "
+                "the text-less grid of docs/tts.md)"
+            )
         self._sampling = _audio_sampling(spec["sampling"], self._codec, self._lm.num_streams - 1)
         # The aligned layout draws the end of speech itself (see _aligned): no EOS sampled.
         self._aligned_sampling = _audio_sampling(

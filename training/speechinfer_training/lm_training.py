@@ -36,6 +36,9 @@ from .lm import SpeechLM
 from .lm_blocks import NO_INPUT
 from .train_codec import truncate_log
 
+Augment = Callable[[Tensor, int, int], tuple[Tensor, Tensor]]
+"""``(grid, step, index) -> (inputs, targets)``: one training grid as fed and as scored."""
+
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 ROLES = ("audio", "text")
@@ -178,10 +181,13 @@ def target_counts(grid: Tensor) -> Tensor:
     return (grid[:, :, 1:] != NO_INPUT).sum((0, 2))
 
 
-def stream_losses(model: nn.Module, core: SpeechLM, grid: Tensor) -> Tensor:
+def stream_losses(
+    model: nn.Module, core: SpeechLM, grid: Tensor, targets: Tensor | None = None
+) -> Tensor:
     """Return the summed cross-entropy ``[K]`` per stream of the scored tokens of ``grid``.
 
     ``model`` is what is called (``core`` or its DDP wrapper); ``core`` gives the layout.
+    ``targets`` (default ``grid``) are the tokens scored: ``-1`` where ``grid`` is input only.
     """
     layout = core.layout(grid.shape[-1])
     steps = layout.apply(grid, core.special_ids)
@@ -189,7 +195,7 @@ def stream_losses(model: nn.Module, core: SpeechLM, grid: Tensor) -> Tensor:
     sums = []
     for k, stream_logits in enumerate(logits):
         rows = stream_logits[:, layout.first_step[k, 1:] - 1]
-        target = grid[:, k, 1:]
+        target = (grid if targets is None else targets)[:, k, 1:]
         sums.append(
             F.cross_entropy(
                 rows.reshape(-1, rows.shape[-1]),
@@ -283,11 +289,13 @@ def train_grids(
     checkpoint: dict[str, Any] | None,
     extra: dict[str, Any],
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    augment: Augment | None = None,
 ) -> SpeechLM:
     """Train ``model`` on ``train`` grids for ``options.steps`` steps; return it (eval mode).
 
     ``checkpoint`` (from :func:`read_resume_state`) resumes a run; ``extra`` is stored in the
     checkpoint (plain values). Heldout losses are logged every ``eval_every`` steps and at the end.
+    ``augment(grid, step, index)`` turns a training grid into (inputs, targets) for one step.
     """
     if dist.world > 1 and options.batch_size < dist.world:
         raise ValueError(f"batch_size {options.batch_size} < {dist.world} processes")
@@ -313,11 +321,17 @@ def train_grids(
             lr = learning_rate(options, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            grid = pad_grids([train[i] for i in batcher.next_indices()[dist.rank :: dist.world]])
-            counts = target_counts(grid).double()
+            indices = batcher.next_indices()[dist.rank :: dist.world]
+            pairs = [
+                (train[i], train[i]) if augment is None else augment(train[i], step, i)
+                for i in indices
+            ]
+            grid = pad_grids([inputs for inputs, _ in pairs])
+            targets = pad_grids([scored for _, scored in pairs])
+            counts = target_counts(targets).double()
             global_counts = dist.sum(counts.tolist())
             denominator = max(1e-9, float((weights.double() * torch.tensor(global_counts)).sum()))
-            sums = stream_losses(wrapped, model, grid)
+            sums = stream_losses(wrapped, model, grid, targets)
             loss = (sums * weights).sum() / denominator * dist.world
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -2,9 +2,9 @@
 
 ``python -m speechinfer_training.train_tts --shards SHARDS --out OUT --steps N
 [--pattern delay|parallel|flatten|depth] [--layout prefix|aligned [--lead 12]
-[--units characters|phones --lexicon LEXICON.txt.gz]] [--resume] [--init-from TEXT_LM_DIR]
-[--batch-size 8] [--lr 1e-3] [--d-model 256 --n-layers 4 ...]
-[--threads N]``
+[--units characters|phones --lexicon LEXICON.txt.gz] [--text-dropout P]] [--resume]
+[--init-from TEXT_LM_DIR | --finetune-from RUN] [--batch-size 8] [--lr 1e-3]
+[--d-model 256 --n-layers 4 ...] [--threads N]``
 
 ``SHARDS`` comes from ``python -m speechinfer_training.tts_data`` (``tokenize_corpus``). Every
 utterance is the frame grid of :func:`~speechinfer_training.tts_data.utterance_grid` (layout
@@ -15,11 +15,15 @@ With ``--units phones`` the aligned text stream holds the phones the synthesizer
 the frame where it starts (``tts_data.place_phones``), and the exported pipeline carries
 ``--lexicon`` (``python -m speechinfer_training.lexicon``) to turn text into phones at synthesis.
 Training is teacher-forced cross-entropy on every scored token (frames ``>= 1``, not ``-1``), the
-text stream's tokens weighted by ``--text-loss-weight``. Writes ``OUT/log.jsonl`` (per step:
+text stream's tokens weighted by ``--text-loss-weight``. ``--text-dropout P`` (``aligned``
+only) feeds a fraction P of the training grids text-less (``tts_data.TextDropout``): the LM also
+learns speech alone, what classifier-free guidance (``cfg_scale`` in the pipeline's sampling)
+and text-less scoring need. Writes ``OUT/log.jsonl`` (per step:
 ``loss``, ``audio_loss``, ``text_loss``; ``heldout_audio_loss`` / ``heldout_text_loss`` — mean nats
 per token — every ``--eval-every`` steps and at the end), ``OUT/checkpoint.pt`` (``--resume``
 continues from it, bit-identically) and, at the end, the pipeline directory ``OUT/pipeline``
-(float16 by default). ``--init-from`` starts from a text LM of ``train_text_lm`` (TWIST).
+(float16 by default). ``--init-from`` starts from a text LM of ``train_text_lm`` (TWIST);
+``--finetune-from RUN`` from the weights of another run (fresh optimizer and schedule).
 
 Also runs data-parallel on CPU: ``torchrun --nproc_per_node=2 -m speechinfer_training.train_tts
 ...`` (gloo; ``--batch-size`` is the global batch; rank 0 writes).
@@ -38,9 +42,11 @@ import torch.distributed as torch_dist
 from speechinfer.phonemes import PHONES
 
 from .alignment import ALIGNMENTS_FILE, read_alignments
+from .checkpoint import read_checkpoint
 from .export import STORAGE_DTYPES
 from .lm import SpeechLM
 from .lm_training import (
+    CHECKPOINT_FILE,
     LoopOptions,
     add_option_flags,
     init_distributed,
@@ -58,6 +64,7 @@ from .tts_data import (
     TEXT_UNITS,
     TOKENIZER_FILE,
     TTS_PATTERNS,
+    TextDropout,
     aligned_grid,
     grid_steps,
     load_split,
@@ -88,8 +95,10 @@ class TtsOptions:
     lexicon: Path | None = None
     resume: bool = False
     init_from: Path | None = None
+    finetune_from: Path | None = None
     num_codebooks: int = 0
     text_loss_weight: float = 0.1
+    text_dropout: float = 0.0
     d_model: int = 256
     n_layers: int = 4
     n_heads: int = 8
@@ -117,6 +126,10 @@ class TtsOptions:
             raise ValueError("--units phones needs --layout aligned and --lexicon")
         if self.export_dtype not in STORAGE_DTYPES:
             raise ValueError(f"export_dtype must be one of {sorted(STORAGE_DTYPES)}")
+        if self.text_dropout and self.layout != "aligned":
+            raise ValueError("--text-dropout needs --layout aligned")
+        if not 0.0 <= self.text_dropout < 1.0:
+            raise ValueError("text_dropout must be in [0, 1)")
         if self.text_loss_weight < 0 or self.num_codebooks < 0:
             raise ValueError("text_loss_weight and num_codebooks must be >= 0")
         json.loads(self.sampling)
@@ -141,6 +154,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TtsOptions, LoopOptio
     parser.add_argument("--alignments", type=Path, help="alignments.jsonl (layout aligned)")
     parser.add_argument("--lexicon", type=Path, help="lexicon.txt.gz to export (units phones)")
     parser.add_argument("--init-from", type=Path, help="text LM directory (train_text_lm)")
+    parser.add_argument(
+        "--finetune-from", type=Path, help="a train_tts OUT directory: start from its weights"
+    )
     parser.add_argument("--codec", type=Path, help="codec to export (default: the shards')")
     parser.add_argument("--export-dtype", choices=sorted(STORAGE_DTYPES), default="float16")
     skip = (
@@ -152,6 +168,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TtsOptions, LoopOptio
         "alignments",
         "lexicon",
         "init_from",
+        "finetune_from",
         "codec",
         "export_dtype",
     )
@@ -288,7 +305,11 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
         raise ValueError("the LM config differs from that of the checkpoint being resumed")
     torch.manual_seed(loop.seed)
     model = SpeechLM(config)
-    if options.init_from is not None and checkpoint is None:
+    if options.finetune_from is not None and checkpoint is None:
+        finetune_start(model, options.finetune_from)
+        if dist.main:
+            print(f"starting from the weights of {options.finetune_from}", flush=True)
+    elif options.init_from is not None and checkpoint is None:
         copied = init_from_text_lm(model, options.init_from)
         if dist.main:
             print(f"initialised {copied} tensors from {options.init_from}", flush=True)
@@ -298,8 +319,19 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
         "lm_config": config,
         "options": {k: str(v) for k, v in dataclasses.asdict(options).items()},
     }
+    augment = TextDropout(options.text_dropout, loop.seed) if options.text_dropout else None
     model = train_grids(
-        model, train_set, heldout, weights, roles, loop, out, dist, checkpoint, extra
+        model,
+        train_set,
+        heldout,
+        weights,
+        roles,
+        loop,
+        out,
+        dist,
+        checkpoint,
+        extra,
+        augment=augment,
     )
     result = out
     if not options.no_export:
@@ -326,6 +358,15 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
             )
     dist.barrier()
     return result
+
+
+def finetune_start(model: SpeechLM, run_dir: Path) -> None:
+    """Load the weights of another ``train_tts`` run (``RUN/checkpoint.pt``, same LM config)."""
+    state = read_checkpoint(Path(run_dir) / CHECKPOINT_FILE)
+    theirs = state.get("lm_config")
+    if theirs is not None and theirs != model.config:
+        raise ValueError(f"{run_dir}: its LM config differs from this run's")
+    model.load_state_dict(state["model"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -310,6 +310,47 @@ def aligned_grid(
     return grid
 
 
+def text_less(grid: Tensor) -> Tensor:
+    """Return the ``aligned``-layout grid with its text taken away.
+
+    Voice, then ``pad`` beside the audio: the unconditional input of classifier-free guidance and
+    of text-less scoring.
+    """
+    out = grid.clone()
+    out[0, 1:] = TEXT_PAD
+    return out
+
+
+@dataclass(frozen=True)
+class TextDropout:
+    """Training-grid augmentation: with probability ``rate`` a grid is fed text-less.
+
+    Its text stream is then not scored: the model learns speech alone, for guidance and scoring.
+
+    The draw depends only on ``(seed, step, index)``: runs resume and split across processes
+    without changing it.
+    """
+
+    rate: float
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"text dropout must be in [0, 1), got {self.rate}")
+
+    def dropped(self, step: int, index: int) -> bool:
+        """Whether grid ``index`` goes text-less at ``step``."""
+        return bool(np.random.default_rng([self.seed, step, index]).random() < self.rate)
+
+    def __call__(self, grid: Tensor, step: int, index: int) -> tuple[Tensor, Tensor]:
+        """Return (inputs, targets) of one grid."""
+        if not self.dropped(step, index):
+            return grid, grid
+        targets = grid.clone()
+        targets[0, 1:] = NO_INPUT
+        return text_less(grid), targets
+
+
 def prompt_grid(voice_index: int, text_ids: Sequence[int], num_codebooks: int) -> Tensor:
     """Return the synthesis prompt: frames ``0 .. L + 1`` of :func:`utterance_grid`."""
     codes = torch.zeros(num_codebooks, 0, dtype=torch.int64)

@@ -239,16 +239,34 @@ impl Decoder {
         Self::new(lm, tracks, k_n)
     }
 
-    /// `batch` empty session tracks, laid out for the most frames `max_context` allows.
-    pub fn for_session(lm: &SpeechLm, pickers: Vec<Picker>) -> Result<Self> {
+    /// One empty session track per picker, laid out for the most frames `max_context` allows;
+    /// `guided` adds an unconditional twin after them for each (same layout, so shift 0).
+    pub fn for_session(lm: &SpeechLm, pickers: Vec<Picker>, guided: bool) -> Result<Self> {
         let k_n = lm.config().main_streams();
         let specials = lm.config().special_ids();
-        let frames = lm.config().max_context;
-        let tracks = pickers
+        let layout = lm.layout_of(k_n, lm.config().max_context)?;
+        let b = pickers.len();
+        let mut tracks: Vec<Track> = pickers
             .into_iter()
-            .map(|p| Ok(Track::blank(lm.layout_of(k_n, frames)?, p, &specials)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|p| Track::blank(layout.clone(), p, &specials))
+            .collect();
+        if guided {
+            for i in 0..b {
+                tracks[i].guidance = Guidance::Cond {
+                    partner: b + i,
+                    shift: 0,
+                };
+                let mut twin = Track::blank(layout.clone(), Self::twin_picker(k_n), &specials);
+                twin.guidance = Guidance::Uncond;
+                tracks.push(twin);
+            }
+        }
         Self::new(lm, tracks, k_n)
+    }
+
+    /// The picker of an unconditional twin: never used (its picks are mirrored).
+    fn twin_picker(k_n: usize) -> Picker {
+        Picker::new(crate::picker::StreamSampling::greedy(k_n), 0, k_n)
     }
 
     pub fn tracks(&self) -> &[Track] {
@@ -259,11 +277,19 @@ impl Decoder {
         self.k_n
     }
 
-    /// Forgets everything: empty grids, empty cache (pickers restart from `pickers`).
+    /// Forgets everything: empty grids, empty cache (pickers restart from `pickers`, one per
+    /// track that is not an unconditional twin); guidance pairs stay.
     pub fn reset(&mut self, pickers: Vec<Picker>) {
         let specials = self.specials.special.clone();
-        for (track, picker) in self.tracks.iter_mut().zip(pickers) {
+        let mut pickers = pickers.into_iter();
+        for track in &mut self.tracks {
+            let picker = match track.guidance {
+                Guidance::Uncond => Self::twin_picker(self.k_n),
+                _ => pickers.next().unwrap_or_else(|| Self::twin_picker(self.k_n)),
+            };
+            let guidance = track.guidance;
             *track = Track::blank(track.layout.clone(), picker, &specials);
+            track.guidance = guidance;
         }
         self.cache.reset();
     }
@@ -303,16 +329,30 @@ impl Decoder {
     /// Ends every track after its placed frames: positions of later frames hold specials, and the
     /// columns that complete the placed frames are resolved (the last one is not fed).
     pub fn flush(&mut self) {
-        for track in &mut self.tracks {
+        // An unconditional twin keeps the positions its partner picks: they are mirrored later.
+        let mut picked_by_partner = vec![None; self.tracks.len()];
+        for track in &self.tracks {
+            if let Guidance::Cond { partner, shift } = track.guidance {
+                picked_by_partner[partner] = Some((track.steps.clone(), shift));
+            }
+        }
+        for (track, partner) in self.tracks.iter_mut().zip(picked_by_partner) {
             if track.frames == 0 {
                 track.done = true;
                 continue;
             }
             let last = track.layout.steps_to_complete_frame(track.frames - 1);
             let end = last.unwrap_or(track.s_n()).min(track.s_n());
+            let s_n = track.s_n();
             for k in 0..track.k_n() {
                 for s in 0..end {
-                    if track.cell(k, s) == UNKNOWN {
+                    let mirrored = partner.as_ref().is_some_and(|(steps, shift)| {
+                        let theirs = s as isize + shift;
+                        theirs >= 0
+                            && (theirs as usize) < s_n
+                            && steps[k * s_n + theirs as usize] == SAMPLE
+                    });
+                    if track.cell(k, s) == UNKNOWN && !mirrored {
                         let special = self.specials.special[k];
                         track.set(k, s, special);
                     }

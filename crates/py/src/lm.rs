@@ -449,7 +449,8 @@ impl SpeechLM {
     }
 
     /// A frame-by-frame session of ``batch_size`` sequences (full duplex: force some streams,
-    /// let the model pick the others). See ``Session.step``.
+    /// let the model pick the others). See ``Session.step``. A ``cfg_scale`` in ``sampling``
+    /// makes it guided: each sequence gets an unconditional twin (``Session.step``'s ``uncond``).
     #[pyo3(
         signature = (batch_size=1, sampling=None, seed=None),
         text_signature = "($self, batch_size: int = 1, sampling: Sampling | list[Sampling | None] | None = None, seed: int | list[int] = 0) -> Session"

@@ -47,29 +47,53 @@ impl Session {
     }
 }
 
+/// The values of a frame argument that must be int64 ``[b, k]``.
+fn frame_values(
+    py: Python<'_>,
+    frame: &Bound<'_, PyAny>,
+    what: &str,
+    b: usize,
+    k: usize,
+) -> PyResult<Vec<i64>> {
+    let array = int_array(py, frame, what)?;
+    if array.shape != [b, k] {
+        return Err(input_error(
+            py,
+            format!(
+                "{what} must be [{b}, {k}] (batch, streams), got shape {:?}",
+                array.shape
+            ),
+        ));
+    }
+    Ok(array.values)
+}
+
 #[pymethods]
 impl Session {
     /// Feed frame t (int64 ``[B, K]``; ``-2`` = pick, ``-1`` = no input); returns the frames
-    /// completed so far and not yet returned, int64 ``[B, K, n]``.
-    #[pyo3(text_signature = "($self, frame: NDArray[np.integer]) -> NDArray[np.int64]")]
+    /// completed so far and not yet returned, int64 ``[B, K, n]``. A guided session (a
+    /// ``cfg_scale`` in its sampling) also needs ``uncond``, the unconditional twins' frame t
+    /// (``[B, K]``; ``-2`` = the conditional sequence's pick, so picked streams stay in step).
+    #[pyo3(
+        signature = (frame, uncond=None),
+        text_signature = "($self, frame: NDArray[np.integer], uncond: NDArray[np.integer] | None = None) -> NDArray[np.int64]"
+    )]
     fn step<'py>(
         &self,
         py: Python<'py>,
         frame: &Bound<'py, PyAny>,
+        uncond: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArrayDyn<i64>>> {
-        let array = int_array(py, frame, "frame")?;
         let (b, k) = (lock(&self.inner).batch_size(), self.engine.num_streams());
-        if array.shape != [b, k] {
-            return Err(input_error(
-                py,
-                format!(
-                    "frame must be [{b}, {k}] (batch, streams), got shape {:?}",
-                    array.shape
-                ),
-            ));
-        }
+        let frame = frame_values(py, frame, "frame", b, k)?;
+        let uncond = match uncond {
+            Some(u) if !u.is_none() => Some(frame_values(py, u, "uncond", b, k)?),
+            _ => None,
+        };
         let (engine, inner) = (self.engine.clone(), self.inner.clone());
-        let out = without_gil(py, move || lock(&inner).step(&engine, &array.values))?;
+        let out = without_gil(py, move || {
+            lock(&inner).step(&engine, &frame, uncond.as_deref())
+        })?;
         self.frames_array(py, out)
     }
 
@@ -119,6 +143,12 @@ impl Session {
     #[getter]
     fn batch_size(&self) -> usize {
         lock(&self.inner).batch_size()
+    }
+
+    /// bool: Whether the session runs classifier-free guidance (``step`` then needs ``uncond``).
+    #[getter]
+    fn guided(&self) -> bool {
+        lock(&self.inner).guided()
     }
 }
 
