@@ -15,7 +15,7 @@ from lm_generation_helpers import cfg_combine, lay_out
 from speechinfer_training.export import load_pretrained
 from speechinfer_training.tts_data import text_less
 from test_pipeline import write_spec
-from test_pipeline_aligned import C, PAD, pipeline
+from test_pipeline_aligned import PAD, C, pipeline
 
 SCALE = 3.0
 
@@ -59,5 +59,5 @@ def test_guidance_needs_the_aligned_layout(tmp_path: Path) -> None:
     with pytest.raises(si.ConfigError, match="cfg_scale needs layout 'aligned'"):
         si.Pipeline.load(spec)
     negative = {"layout": "aligned", "sampling": {"cfg_scale": -1.0}}
-    with pytest.raises(si.ConfigError, match="pipeline.json sampling: .*cfg_scale"):
+    with pytest.raises(si.ConfigError, match=r"pipeline\.json sampling: .*cfg_scale"):
         si.Pipeline.load(write_spec(tmp_path / "neg", **negative, **links))
