@@ -143,15 +143,20 @@ class Session:
     def frames(self) -> int:
         """int: Frames given so far."""
     @property
+    def guided(self) -> bool:
+        """bool: Whether the session runs classifier-free guidance (``step`` then needs ``uncond``)."""
+    @property
     def logits(self) -> list[NDArray[np.float32]]:
         """list[NDArray[np.float32]]: Logits ``[B, V_k]`` per stream of the last fed step (they
         predict the next step); empty before the first step and for the depth pattern.
         """
     def reset(self) -> None:
         """Start over: no frames, the seeds' RNG states from the beginning."""
-    def step(self, frame: NDArray[np.integer]) -> NDArray[np.int64]:
+    def step(self, frame: NDArray[np.integer], uncond: NDArray[np.integer] | None = None) -> NDArray[np.int64]:
         """Feed frame t (int64 ``[B, K]``; ``-2`` = pick, ``-1`` = no input); returns the frames
-        completed so far and not yet returned, int64 ``[B, K, n]``.
+        completed so far and not yet returned, int64 ``[B, K, n]``. A guided session (a
+        ``cfg_scale`` in its sampling) also needs ``uncond``, the unconditional twins' frame t
+        (``[B, K]``; ``-2`` = the conditional sequence's pick, so picked streams stay in step).
         """
 
 class SpeechLM:
@@ -223,7 +228,8 @@ class SpeechLM:
         """
     def session(self, batch_size: int = 1, sampling: Sampling | list[Sampling | None] | None = None, seed: int | list[int] = 0) -> Session:
         """A frame-by-frame session of ``batch_size`` sequences (full duplex: force some streams,
-        let the model pick the others). See ``Session.step``.
+        let the model pick the others). See ``Session.step``. A ``cfg_scale`` in ``sampling``
+        makes it guided: each sequence gets an unconditional twin (``Session.step``'s ``uncond``).
         """
     @property
     def special_ids(self) -> list[int]:

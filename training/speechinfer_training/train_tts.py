@@ -361,10 +361,14 @@ def train(options: TtsOptions, loop: LoopOptions) -> Path:
 
 
 def finetune_start(model: SpeechLM, run_dir: Path) -> None:
-    """Load the weights of another ``train_tts`` run (``RUN/checkpoint.pt``, same LM config)."""
+    """Load the weights of another ``train_tts`` run (``RUN/checkpoint.pt``).
+
+    The LM configs must agree but for ``max_context`` (positions are rotary: no weights).
+    """
     state = read_checkpoint(Path(run_dir) / CHECKPOINT_FILE)
-    theirs = state.get("lm_config")
-    if theirs is not None and theirs != model.config:
+    theirs = dict(state.get("lm_config") or model.config)
+    theirs["max_context"] = model.config["max_context"]
+    if theirs != model.config:
         raise ValueError(f"{run_dir}: its LM config differs from this run's")
     model.load_state_dict(state["model"])
 

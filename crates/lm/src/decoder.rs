@@ -285,7 +285,9 @@ impl Decoder {
         for track in &mut self.tracks {
             let picker = match track.guidance {
                 Guidance::Uncond => Self::twin_picker(self.k_n),
-                _ => pickers.next().unwrap_or_else(|| Self::twin_picker(self.k_n)),
+                _ => pickers
+                    .next()
+                    .unwrap_or_else(|| Self::twin_picker(self.k_n)),
             };
             let guidance = track.guidance;
             *track = Track::blank(track.layout.clone(), picker, &specials);

@@ -120,13 +120,15 @@ impl Session {
         match (uncond, self.guided) {
             (Some(uncond), true) => {
                 check_frame(lm, uncond, b, "uncond")?;
-                frames.extend(uncond.iter().map(|&t| if t == SAMPLE { UNKNOWN } else { t }));
+                frames.extend(
+                    uncond
+                        .iter()
+                        .map(|&t| if t == SAMPLE { UNKNOWN } else { t }),
+                );
             }
-            (None, true) => {
-                return Err(Error::input(
-                    "a guided session (cfg_scale) needs the unconditional frame: step(frame, uncond)",
-                ))
-            }
+            (None, true) => return Err(Error::input(
+                "a guided session (cfg_scale) needs the unconditional frame: step(frame, uncond)",
+            )),
             (Some(_), false) => {
                 return Err(Error::input(
                     "uncond is for guided sessions only (a cfg_scale in the session's sampling)",
