@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import speechinfer as si
+import torch
 from conftest import random_codec, random_lm
 from speechinfer_training import asr, corpus, metrics
 from speechinfer_training import eval as ev
-from speechinfer_training.export import save_pretrained
+from speechinfer_training.export import load_pretrained, save_pretrained
 from speechinfer_training.lm import small_config
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -121,8 +122,31 @@ def test_minimal_pair_scorer(pipeline_dir: Path) -> None:
     result = ev.score_pairs(models_, pairs, "slt")
     assert result["pairs"] == 3 and 0.0 <= result["accuracy"] <= 1.0
     assert 0.0 <= result["accuracy_per_frame"] <= 1.0
+    assert 0.0 <= result["audio_accuracy"] <= 1.0
     for item in result["details"]:
         assert all(np.isfinite(item["logprob"])) and all(f > 5 for f in item["frames"])
+        # The text stream's pads cost something: the audio alone is more probable.
+        assert all(a > t for a, t in zip(item["audio_logprob"], item["logprob"], strict=True))
+
+
+def test_audio_logprob_is_the_twins(pipeline_dir: Path) -> None:
+    models_ = ev.Models(pipeline_dir, None, None)
+    rng = np.random.default_rng(0)
+    grid = ev.tts_grid(5, rng.integers(0, C, size=(2, 9)), [C, C], layout="aligned")
+    twin = load_pretrained(pipeline_dir / "lm")
+    layout = twin.layout(grid.shape[-1])
+    steps = layout.apply(torch.from_numpy(grid), twin.special_ids)
+    with torch.no_grad():
+        logits = twin(steps)
+    want = 0.0
+    for k in (1, 2):
+        logp = torch.log_softmax(logits[k][0].double(), -1)
+        for t in range(1, grid.shape[-1]):
+            if grid[0, k, t] >= 0:
+                want += float(logp[layout.first_step[k, t] - 1, grid[0, k, t]])
+    got = models_.audio_logprob(grid)
+    assert abs(got - want) <= 1e-4 * abs(want)
+    assert float(models_.lm.score(grid)[0]) < got
 
 
 @needs_flite
@@ -151,6 +175,7 @@ def test_eval_cli_end_to_end(pipeline_dir: Path, tmp_path: Path) -> None:
     assert slt["sentences"] == 3 and slt["source_sentences"] == 3
     assert slt["wer"] >= 0.0 and slt["source_wer"] == codec["source_wer"]
     assert "wer_ratio" in slt and "grammar_wer" in slt
+    assert results["pairs"]["swuggy_corpus"]["pairs"] == 0  # no train sentences here
     for name in ("swuggy", "sblimp"):
         assert results["pairs"][name]["pairs"] == 3
         assert 0.0 <= results["pairs"][name]["accuracy"] <= 1.0

@@ -33,6 +33,11 @@ of corpus sentences of ``--split`` (default ``heldout``) that are used, each wit
      the first string not in the dictionary (in any case) wins. Swapping one vowel keeps the
      consonant clusters and the syllable count, so the non-word stays pronounceable; words with
      no such candidate are skipped.
+   * sWUGGY-style on the training vocabulary (``swuggy_corpus``): the same, the words drawn from
+     the corpus's ``train`` sentences instead (as ZeroSpeech 2021's sWUGGY draws its words from
+     LibriSpeech, the vocabulary its baselines hear); the non-word is in neither word list.
+   * ``audio_accuracy``: the same comparison of the audio streams' log-probability alone (the
+     text stream of a text-less grid holds only ``pad``: it says nothing of the spoken word).
    * sBLIMP-style: the first ``--num-sentence-pairs`` of :data:`SENTENCE_PAIRS`, 30 subject-verb
      agreement pairs (grammatical, ungrammatical).
 
@@ -151,6 +156,34 @@ class Models:
         codes = self.codec.encode(np.ascontiguousarray(audio, dtype=np.float32))
         return self.codec.decode(codes[:, :num_codebooks])[0]
 
+    def audio_logprob(self, grid: np.ndarray) -> float:
+        """Return the summed log-probability of the audio tokens of ``grid`` ``[1, K, T]``.
+
+        Streams ``1..`` at frames ``>= 1``: what ``lm.score`` sums, less the text stream.
+        """
+        import torch
+
+        from .patterns import Delay, Layout
+
+        if self.lm.pattern != "delay":
+            raise ValueError("audio-only scoring reads the delay pattern's steps")
+        k_n, t_n = grid.shape[1], grid.shape[2]
+        layout = Layout(Delay(tuple(self.lm.delays)), k_n, t_n)
+        steps = layout.apply(torch.from_numpy(grid), self.lm.special_ids).numpy()
+        logits = self.lm.logits(steps)
+        first = layout.first_step.numpy()
+        total = 0.0
+        for k in range(1, k_n):
+            rows = logits[k][0].astype(np.float64)
+            for t in range(1, t_n):
+                token = int(grid[0, k, t])
+                if token == NO_INPUT:
+                    continue
+                row = rows[first[k, t] - 1]
+                top = row.max()
+                total += row[token] - top - math.log(np.exp(row - top).sum())
+        return total
+
     def fits(self, num_frames: int) -> bool:
         """Whether a grid of ``num_frames`` frames fits the LM's ``max_context``."""
         pattern, k = self.lm.pattern, self.lm.num_streams
@@ -268,10 +301,15 @@ def make_nonword(word: str, lexicon: set[str]) -> str | None:
     return None
 
 
-def word_pairs(lexicon: set[str], count: int, seed: int = 0) -> list[tuple[str, str]]:
-    """Up to ``count`` (word, non-word) pairs (words without a non-word are passed over)."""
-    pairs, lowered = [], {w.lower() for w in lexicon}
-    for word in select_words(lexicon, 4 * count + 10, seed):
+def word_pairs(
+    lexicon: set[str], count: int, seed: int = 0, pool: set[str] | None = None
+) -> list[tuple[str, str]]:
+    """Up to ``count`` (word, non-word) pairs (words without a non-word are passed over).
+
+    The words come from ``pool`` (default: ``lexicon``); no non-word is in either.
+    """
+    pairs, lowered = [], {w.lower() for w in lexicon | (pool or set())}
+    for word in select_words(lexicon if pool is None else pool, 4 * count + 10, seed):
         nonword = make_nonword(word, lowered)
         if nonword is not None:
             pairs.append((word, nonword))
@@ -280,10 +318,16 @@ def word_pairs(lexicon: set[str], count: int, seed: int = 0) -> list[tuple[str, 
     return pairs
 
 
+def corpus_words(entries: Sequence[dict[str, Any]]) -> set[str]:
+    """Return the lower-case alphabetic words of the entries' texts (the training vocabulary)."""
+    words = (w.strip(".,!?;:'\"()-") for e in entries for w in e["text"].lower().split())
+    return {w for w in words if w.isascii() and w.isalpha()}
+
+
 def score_pairs(models: Models, pairs: Sequence[tuple[str, str]], voice: str) -> dict[str, Any]:
     """Minimal-pair accuracy of ``lm.score`` on text-less TTS grids of the spoken pairs."""
     token = models.voice_token(voice)
-    details, wins, wins_per_frame, skipped = [], 0.0, 0.0, 0
+    details, wins, wins_per_frame, audio_wins, skipped = [], 0.0, 0.0, 0.0, 0
     for good, bad in pairs:
         scored = []
         for text in (good, bad):
@@ -291,16 +335,24 @@ def score_pairs(models: Models, pairs: Sequence[tuple[str, str]], voice: str) ->
             grid = tts_grid(token, codes, models.audio_eos, layout=models.layout)
             if not models.fits(grid.shape[-1]):
                 break
-            scored.append((float(models.lm.score(grid)[0]), codes.shape[1]))
+            audio = models.audio_logprob(grid) if models.lm.pattern == "delay" else math.nan
+            scored.append((float(models.lm.score(grid)[0]), codes.shape[1], audio))
         if len(scored) < 2:
             skipped += 1
             continue
-        (lp_good, f_good), (lp_bad, f_bad) = scored
+        (lp_good, f_good, audio_good), (lp_bad, f_bad, audio_bad) = scored
         wins += 1.0 if lp_good > lp_bad else 0.5 if lp_good == lp_bad else 0.0
+        audio_wins += 1.0 if audio_good > audio_bad else 0.5 if audio_good == audio_bad else 0.0
         pg, pb = lp_good / f_good, lp_bad / f_bad
         wins_per_frame += 1.0 if pg > pb else 0.5 if pg == pb else 0.0
         details.append(
-            {"good": good, "bad": bad, "logprob": [lp_good, lp_bad], "frames": [f_good, f_bad]}
+            {
+                "good": good,
+                "bad": bad,
+                "logprob": [lp_good, lp_bad],
+                "audio_logprob": [audio_good, audio_bad],
+                "frames": [f_good, f_bad],
+            }
         )
     n = len(details)
     return {
@@ -309,6 +361,7 @@ def score_pairs(models: Models, pairs: Sequence[tuple[str, str]], voice: str) ->
         "skipped_too_long": skipped,
         "accuracy": wins / n if n else math.nan,
         "accuracy_per_frame": wins_per_frame / n if n else math.nan,
+        "audio_accuracy": audio_wins / n if n else math.nan,
         "details": details,
     }
 
@@ -464,11 +517,11 @@ def results_table(results: dict[str, Any]) -> str:
             where = f"tts {voice} ({row['sentences']} sent)"
             for key in ("wer", "source_wer", "wer_ratio", "grammar_wer", "source_grammar_wer"):
                 lines.append(f"| {where} | {key} | {_fmt(row[key])} |")
-    for name in ("swuggy", "sblimp"):
+    for name in ("swuggy", "swuggy_corpus", "sblimp"):
         pairs = (results.get("pairs") or {}).get(name)
         if pairs:
             where = f"{name} ({pairs['pairs']} pairs, {pairs['voice']})"
-            for key in ("accuracy", "accuracy_per_frame"):
+            for key in ("accuracy", "accuracy_per_frame", "audio_accuracy"):
                 lines.append(f"| {where} | {key} | {_fmt(pairs[key])} |")
     return "\n".join(lines)
 
@@ -526,8 +579,11 @@ def run_eval(
     if "pairs" in sections:
         voice = pair_voice or voices[0]
         log(f"minimal pairs in voice {voice}")
+        lexicon = load_lexicon()
+        seen = corpus_words(corpus.read_manifest(corpus_path, "train"))
         results["pairs"] = {
-            "swuggy": score_pairs(models, word_pairs(load_lexicon(), num_words, seed), voice),
+            "swuggy": score_pairs(models, word_pairs(lexicon, num_words, seed), voice),
+            "swuggy_corpus": score_pairs(models, word_pairs(lexicon, num_words, seed, seen), voice),
             "sblimp": score_pairs(models, SENTENCE_PAIRS[:num_sentence_pairs], voice),
         }
     results["seconds"] = round(time.monotonic() - started, 3)
