@@ -129,6 +129,12 @@ def test_minimal_pair_scorer(pipeline_dir: Path) -> None:
         assert all(a > t for a, t in zip(item["audio_logprob"], item["logprob"], strict=True))
 
 
+def test_resynthesis_codebooks_must_exist(pipeline_dir: Path, tmp_path: Path) -> None:
+    models_ = ev.Models(pipeline_dir, None, None)
+    with pytest.raises(ValueError, match="the codec has 2 codebooks, not 3"):
+        ev.codec_resynthesis(models_, [], ev.Judge([], tmp_path), 3)
+
+
 def test_audio_logprob_is_the_twins(pipeline_dir: Path) -> None:
     models_ = ev.Models(pipeline_dir, None, None)
     rng = np.random.default_rng(0)
@@ -159,6 +165,7 @@ def test_eval_cli_end_to_end(pipeline_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     argv = ["--corpus", str(manifest), "--pipeline", str(pipeline_dir), "--out", str(out)]
     argv += ["--voices", "slt", "--num-words", "3", "--num-sentence-pairs", "3"]
+    argv += ["--resynth-codebooks", "1"]
     try:
         ev.load_lexicon()
     except corpus.MissingPackageError as error:
@@ -166,7 +173,7 @@ def test_eval_cli_end_to_end(pipeline_dir: Path, tmp_path: Path) -> None:
     assert ev.main(argv) == 0
     results = json.loads(out.read_text())
     codec = results["codec"]
-    assert codec["utterances"] == 3 and codec["num_codebooks"] == 2
+    assert codec["utterances"] == 3 and codec["num_codebooks"] == 1
     for key in ("mel_distance", "si_sdr", "stoi", "source_wer", "resynth_wer"):
         assert np.isfinite(codec[key]), key
     assert 0.0 <= codec["source_wer"] < 1.0  # slt short sentences: typically 0.3 to 0.7

@@ -2,14 +2,16 @@
 
 ``python -m speechinfer_training.eval --corpus MANIFEST --pipeline DIR [--codec DIR] [--lm DIR]
 [--max-utterances N] [--out results.json] [--voices rms,slt] [--seed 0] [--split heldout]
-[--pair-voice V] [--num-words 40] [--num-sentence-pairs 30] [--skip codec,tts,pairs]``
+[--pair-voice V] [--num-words 40] [--num-sentence-pairs 30] [--resynth-codebooks N]
+[--skip codec,tts,pairs]``
 
 The engine (``import speechinfer as si``) runs every model; the judge is pocketsphinx
 (:mod:`.asr`). ``--voices`` defaults to the pipeline's voices; ``--max-utterances`` caps the number
 of corpus sentences of ``--split`` (default ``heldout``) that are used, each with every voice.
 
 1. **Codec resynthesis** (``codec``): each utterance is resampled to the codec rate, encoded and
-   decoded with the first Q codebooks (Q = the LM's audio streams, else all); log-mel distance,
+   decoded with the first Q codebooks (Q = the LM's audio streams, else all;
+   ``--resynth-codebooks`` picks another Q); log-mel distance,
    SI-SDR and STOI (:mod:`.metrics`) against the source, and the pooled WER of the resynthesised
    audio next to that of the source audio (free decoding, and grammar-restricted decoding over
    the evaluated sentences).
@@ -400,10 +402,15 @@ def _wers(rows: Sequence[dict[str, Any]], field: str) -> tuple[float, float]:
 
 
 def codec_resynthesis(
-    models: Models, entries: Sequence[dict[str, Any]], judge: Judge
+    models: Models,
+    entries: Sequence[dict[str, Any]],
+    judge: Judge,
+    num_codebooks: int | None = None,
 ) -> dict[str, Any]:
-    """Section 1 on manifest ``entries``."""
-    rate, q = models.codec.sample_rate, models.num_codebooks
+    """Section 1 on manifest ``entries`` (``num_codebooks``: default the LM's)."""
+    rate, q = models.codec.sample_rate, num_codebooks or models.num_codebooks
+    if not 1 <= q <= models.codec.num_codebooks:
+        raise ValueError(f"the codec has {models.codec.num_codebooks} codebooks, not {q}")
     rows = []
     for e in entries:
         source = read_audio(judge.root / e["path"], rate)
@@ -542,6 +549,7 @@ def run_eval(
     pair_voice: str | None = None,
     num_words: int = 40,
     num_sentence_pairs: int = len(SENTENCE_PAIRS),
+    resynth_codebooks: int | None = None,
     sections: Sequence[str] = SECTIONS,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -572,7 +580,7 @@ def run_eval(
     judge = Judge(sentences, root)
     if "codec" in sections:
         log(f"codec resynthesis of {len(entries)} utterances")
-        results["codec"] = codec_resynthesis(models, entries, judge)
+        results["codec"] = codec_resynthesis(models, entries, judge, resynth_codebooks)
     if "tts" in sections:
         log(f"say: {len(sentences)} sentences x {len(voices)} voices")
         results["tts"] = tts_intelligibility(models, sentences, voices, entries, judge, seed)
@@ -613,6 +621,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--num-sentence-pairs", type=int, default=len(SENTENCE_PAIRS), help="sBLIMP pairs"
     )
     parser.add_argument(
+        "--resynth-codebooks", type=int, default=None, help="codebooks of section 1 (default Q)"
+    )
+    parser.add_argument(
         "--skip", default="", help=f"comma-separated sections to skip ({','.join(SECTIONS)})"
     )
     return parser.parse_args(argv)
@@ -636,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pair_voice=args.pair_voice,
             num_words=args.num_words,
             num_sentence_pairs=args.num_sentence_pairs,
+            resynth_codebooks=args.resynth_codebooks,
             sections=[s for s in SECTIONS if s not in skip],
             log=lambda message: print(message, file=sys.stderr),
         )
