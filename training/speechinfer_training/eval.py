@@ -176,14 +176,12 @@ class Models:
         first = layout.first_step.numpy()
         total = 0.0
         for k in range(1, k_n):
-            rows = logits[k][0].astype(np.float64)
-            for t in range(1, t_n):
-                token = int(grid[0, k, t])
-                if token == NO_INPUT:
-                    continue
-                row = rows[first[k, t] - 1]
-                top = row.max()
-                total += row[token] - top - math.log(np.exp(row - top).sum())
+            tokens = grid[0, k, 1:]
+            scored = tokens != NO_INPUT
+            rows = logits[k][0][first[k, 1:][scored] - 1].astype(np.float64)
+            top = rows.max(axis=1, keepdims=True)
+            log_z = top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))
+            total += float((rows[np.arange(len(rows)), tokens[scored]] - log_z).sum())
         return total
 
     def fits(self, num_frames: int) -> bool:

@@ -322,12 +322,12 @@ def train_grids(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             indices = batcher.next_indices()[dist.rank :: dist.world]
-            pairs = [
-                (train[i], train[i]) if augment is None else augment(train[i], step, i)
-                for i in indices
-            ]
-            grid = pad_grids([inputs for inputs, _ in pairs])
-            targets = pad_grids([scored for _, scored in pairs])
+            if augment is None:
+                grid = targets = pad_grids([train[i] for i in indices])
+            else:
+                pairs = [augment(train[i], step, i) for i in indices]
+                grid = pad_grids([inputs for inputs, _ in pairs])
+                targets = pad_grids([scored for _, scored in pairs])
             counts = target_counts(targets).double()
             global_counts = dist.sum(counts.tolist())
             denominator = max(1e-9, float((weights.double() * torch.tensor(global_counts)).sum()))

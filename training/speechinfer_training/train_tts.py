@@ -128,8 +128,7 @@ class TtsOptions:
             raise ValueError(f"export_dtype must be one of {sorted(STORAGE_DTYPES)}")
         if self.text_dropout and self.layout != "aligned":
             raise ValueError("--text-dropout needs --layout aligned")
-        if not 0.0 <= self.text_dropout < 1.0:
-            raise ValueError("text_dropout must be in [0, 1)")
+        TextDropout(self.text_dropout)  # checks the rate
         if self.text_loss_weight < 0 or self.num_codebooks < 0:
             raise ValueError("text_loss_weight and num_codebooks must be >= 0")
         json.loads(self.sampling)
