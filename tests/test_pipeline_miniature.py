@@ -88,9 +88,15 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str, uni
     assert ("cfg_scale" in spec["sampling"]) == (units == "phones")
     run(f"{pkg}.dpo", "--pipeline", str(pipeline), "--corpus", str(manifest),
         "--out", str(tmp_path / "aligned"), "--prompts", "2", "--candidates", "2",
-        "--steps", "2")  # fmt: skip
+        "--steps", "2", "--batch", "2", "--heldout", "1", "--heldout-candidates", "1",
+        "--workers", "2", "--cache", str(tmp_path / "dpo_cache"))  # fmt: skip
     report = json.loads((tmp_path / "aligned" / "dpo_report.json").read_text())
     assert report["steps"] == (2 if report["pairs"] else 0)
+    assert report["heldout_sentences"] == 1 and 0 <= report["heldout_wer_after"]
+    assert sorted(p.name for p in (tmp_path / "dpo_cache").iterdir()) == [
+        "heldout.npz",
+        "train.npz",
+    ]
     run(f"{pkg}.eval", "--corpus", str(manifest), "--pipeline", str(tmp_path / "aligned"),
         "--max-utterances", "1", "--voices", "slt", "--num-words", "2",
         "--num-sentence-pairs", "2", "--out", str(tmp_path / "results.json"))  # fmt: skip

@@ -2,22 +2,23 @@
 
 ``python -m speechinfer_training.dpo --pipeline DIR --corpus MANIFEST --out OUT`` samples
 ``--candidates`` utterances per training sentence with the Rust engine, asks the ASR judge
-(pocketsphinx, :mod:`.asr`) how well each says its sentence, pairs the best with the worst, and
-fine-tunes the pipeline's LM with the DPO loss (Rafailov et al. 2023) against a frozen copy of
-itself; it then writes the aligned pipeline to OUT and reports held-out WER before and after.
+(pocketsphinx, :mod:`.asr`) how well each says its sentence, pairs the best with the worst
+(:mod:`.preference`), and fine-tunes the pipeline's LM with the DPO loss (Rafailov et al. 2023)
+against a frozen copy of itself; it then writes the aligned pipeline to OUT. With
+``--heldout N`` it also samples N held-out sentences before and after and reports their WER.
 
-Only the audio streams are scored: the text is the same for both members of a pair and is the
-condition, not the choice (under the ``aligned`` layout its timing is the model's too, but the
-judge speaks to what was said).
+By default only the audio streams are scored: the text is the same for both members of a pair
+and is the condition. Under the ``aligned`` layout the *timing* of the text is sampled too, so
+``--score-text`` lets the preference move it as well.
 """
 
 import argparse
 import copy
+import hashlib
 import json
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,70 +27,96 @@ import torch
 import torch.nn.functional as F
 
 from .export import load_pretrained, save_pretrained
+from .preference import (
+    Candidate,
+    best_worst_pairs,
+    load_candidates,
+    sample_all,
+    save_candidates,
+    training_items,
+)
 
 
-@dataclass
-class Candidate:
-    """One sampled utterance: its full frame grid ``[K, T]`` and the judge's verdict."""
+def candidate_log_prob(
+    model: torch.nn.Module, candidate: Candidate, score_text: bool = False
+) -> torch.Tensor:
+    """Return the summed log-prob (with grad) of ``candidate``'s frames from ``audio_start`` on.
 
-    grid: np.ndarray
-    audio_start: int
-    wer: float
-
-
-def sample_candidates(
-    pipe: Any, text: str, voice: str, count: int, seed: int, judge: Any
-) -> list[Candidate]:
-    """Sample ``count`` utterances of ``text`` with the engine and judge their WER against it."""
-    start = pipe.audio_start(text, voice)
-    out = []
-    for grid in pipe.generate_grids(text, voice, [seed * 1000 + i for i in range(count)]):
-        codes = pipe.audio_codes(grid[None, :, start:])
-        wave = pipe.codec.decode(codes)[0] if codes.shape[-1] else np.zeros(1, np.float32)
-        hyp = judge.transcribe(np.asarray(wave).reshape(-1), pipe.sample_rate)
-        out.append(Candidate(grid, start, judge.wer(text, hyp)))
-    return out
-
-
-def audio_log_prob(model: torch.nn.Module, grid: np.ndarray, start: int) -> torch.Tensor:
-    """Return the summed log-prob of the audio frames ``>= start`` of ``grid`` (with grad)."""
-    tokens = torch.from_numpy(grid)[None]
-    return model.token_log_probs(tokens)[0, 1:, start:].sum()
+    The audio streams are scored, and with ``score_text`` the text stream too.
+    """
+    tokens = torch.from_numpy(candidate.grid)[None]
+    first = 0 if score_text else 1
+    return model.token_log_probs(tokens)[0, first:, candidate.audio_start :].sum()
 
 
 def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the mean DPO loss ``-log sigmoid(margin)`` and the per-pair margins (detached).
+
+    ``margin = beta * ((pol_c - ref_c) - (pol_r - ref_r))``, the implicit reward difference.
+    """
+    margin = beta * ((policy_chosen - reference_chosen) - (policy_rejected - reference_rejected))
+    return -F.logsigmoid(margin).mean(), margin.detach()
+
+
+def reference_log_probs(
+    reference: torch.nn.Module, pairs: Sequence[tuple[Candidate, Candidate]], score_text: bool
+) -> torch.Tensor:
+    """``[P, 2]`` log-probs of (chosen, rejected) under the frozen reference."""
+    with torch.no_grad():
+        return torch.tensor(
+            [[candidate_log_prob(reference, c, score_text).item() for c in pair] for pair in pairs],
+            dtype=torch.float32,
+        ).reshape(len(pairs), 2)
+
+
+def train_dpo(
     policy: torch.nn.Module,
     reference: torch.nn.Module,
-    chosen: Candidate,
-    rejected: Candidate,
-    beta: float,
-) -> torch.Tensor:
-    """Return ``-log sigmoid(beta * ((pol_c - ref_c) - (pol_r - ref_r)))`` for one pair."""
-    with torch.no_grad():
-        ref_c = audio_log_prob(reference, chosen.grid, chosen.audio_start)
-        ref_r = audio_log_prob(reference, rejected.grid, rejected.audio_start)
-    pol_c = audio_log_prob(policy, chosen.grid, chosen.audio_start)
-    pol_r = audio_log_prob(policy, rejected.grid, rejected.audio_start)
-    return -F.logsigmoid(beta * ((pol_c - ref_c) - (pol_r - ref_r)))
-
-
-def build_pairs(
-    pipe: Any,
-    items: Sequence[tuple[str, str]],
-    candidates: int,
-    seed: int,
-    judge: Any,
-) -> tuple[list[tuple[Candidate, Candidate]], float]:
-    """Return best-vs-worst pairs (ties skipped) and the mean WER of all candidates."""
-    pairs, wers = [], []
-    for i, (text, voice) in enumerate(items):
-        cands = sample_candidates(pipe, text, voice, candidates, seed + i, judge)
-        wers += [c.wer for c in cands]
-        best = min(cands, key=lambda c: c.wer)
-        worst = max(cands, key=lambda c: c.wer)
-        if worst.wer > best.wer:
-            pairs.append((best, worst))
-    return pairs, float(np.mean(wers)) if wers else float("nan")
+    pairs: Sequence[tuple[Candidate, Candidate]],
+    args: argparse.Namespace,
+) -> list[dict[str, float]]:
+    """Run ``args.steps`` DPO steps of ``args.batch`` pairs (epochs in a seeded random order)."""
+    if not pairs:
+        return []
+    ref = reference_log_probs(reference, pairs, args.score_text)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    order: list[int] = []
+    log = []
+    for step in range(args.steps):
+        batch = []
+        while len(batch) < min(args.batch, len(pairs)):
+            if not order:
+                order = torch.randperm(len(pairs), generator=generator).tolist()
+            batch.append(order.pop())
+        chosen = torch.stack(
+            [candidate_log_prob(policy, pairs[i][0], args.score_text) for i in batch]
+        )
+        rejected = torch.stack(
+            [candidate_log_prob(policy, pairs[i][1], args.score_text) for i in batch]
+        )
+        loss, margin = dpo_loss(chosen, rejected, ref[batch, 0], ref[batch, 1], args.beta)
+        optimizer.zero_grad()
+        loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), args.grad_clip)
+        optimizer.step()
+        record = {
+            "step": step,
+            "loss": loss.item(),
+            "margin": margin.mean().item(),
+            "accuracy": (margin > 0).float().mean().item(),
+        }
+        log.append(record)
+        if args.print_every and (step + 1) % args.print_every == 0:
+            print(json.dumps(record), flush=True)
+    return log
 
 
 def write_pipeline(src: Path, out: Path, model: torch.nn.Module, dtype: str) -> None:
@@ -102,7 +129,53 @@ def write_pipeline(src: Path, out: Path, model: torch.nn.Module, dtype: str) -> 
     save_pretrained(model, lm_dir, dtype=dtype, tokenizer=src / config["lm"] / "tokenizer.json")
 
 
-def run(args: argparse.Namespace, judge: Any) -> dict[str, Any]:
+def pipeline_fingerprint(pipeline: Path) -> str:
+    """Hash of a pipeline's files: a cache of its samples is valid only for the same pipeline."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in pipeline.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(pipeline)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cached_samples(
+    cache: Path | None,
+    name: str,
+    pipeline: Path,
+    items: Sequence[tuple[str, str]],
+    count: int,
+    seed: int,
+    judge: Any,
+    workers: int,
+) -> list[list[Candidate]]:
+    """Sample (or read back from ``cache/name.npz``) ``count`` candidates per item."""
+    key = json.loads(
+        json.dumps(
+            {
+                "pipeline": pipeline_fingerprint(pipeline),
+                "items": items,
+                "count": count,
+                "seed": seed,
+            }
+        )
+    )
+    path = cache / f"{name}.npz" if cache is not None else None
+    if path is not None and (found := load_candidates(path, key)) is not None:
+        print(f"{name}: {len(found)} prompts read from {path}", file=sys.stderr)
+        return found
+    candidates = sample_all(pipeline, items, count, seed, judge, workers)
+    if path is not None:
+        save_candidates(path, key, candidates)
+    return candidates
+
+
+def mean_wer(candidates: Sequence[Sequence[Candidate]]) -> float:
+    """Mean WER over every candidate (NaN when there are none)."""
+    wers = [c.wer for group in candidates for c in group]
+    return float(np.mean(wers)) if wers else float("nan")
+
+
+def run(args: argparse.Namespace, judge: Any = None) -> dict[str, Any]:
     """Sample, judge, pair, fine-tune and export; return the report."""
     from .corpus import read_manifest
 
@@ -110,33 +183,37 @@ def run(args: argparse.Namespace, judge: Any) -> dict[str, Any]:
     import speechinfer as si
 
     src = Path(args.pipeline)
-    pipe = si.Pipeline.load(src)
-    voices = pipe.voices
+    voices = si.Pipeline.load(src).voices
     lm_dir = src / json.loads((src / "pipeline.json").read_text())["lm"]
-    rows = read_manifest(args.corpus, split="train")
-    seen, items = set(), []
-    for row in rows:
-        if row["text"] not in seen and row["voice"] in voices:
-            seen.add(row["text"])
-            items.append((row["text"], row["voice"]))
-    items = items[: args.prompts]
-    pairs, before = build_pairs(pipe, items, args.candidates, args.seed, judge)
+    cache = Path(args.cache) if args.cache else None
+    workers = args.workers if judge is None else 1
+    items = training_items(read_manifest(args.corpus, split="train"), voices, args.prompts)
+    candidates = cached_samples(
+        cache, "train", src, items, args.candidates, args.seed, judge, workers
+    )
+    pairs = best_worst_pairs(candidates, args.min_margin)
+    heldout = training_items(read_manifest(args.corpus, split="heldout"), voices, args.heldout)
+    # Held-out seeds are offset so they never coincide with a training prompt's.
+    heldout_seed = args.seed + 1_000_000
+    before = cached_samples(
+        cache, "heldout", src, heldout, args.heldout_candidates, heldout_seed, judge, workers
+    )
+
     policy = load_pretrained(lm_dir).float().train()
     reference = copy.deepcopy(policy).eval()
-    optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
-    log = []
-    for step in range(args.steps if pairs else 0):
-        chosen, rejected = pairs[step % len(pairs)]
-        loss = dpo_loss(policy, reference, chosen, rejected, args.beta)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        log.append({"step": step, "loss": loss.item()})
+    log = train_dpo(policy, reference, pairs, args)
     out = Path(args.out)
     write_pipeline(src, out, policy.eval(), args.dtype)
+    after = sample_all(out, heldout, args.heldout_candidates, heldout_seed, judge, workers)
     return {
+        "prompts": len(items),
         "pairs": len(pairs),
-        "train_candidate_wer": before,
+        "train_candidate_wer": mean_wer(candidates),
+        "chosen_wer": float(np.mean([c.wer for c, _ in pairs])) if pairs else float("nan"),
+        "rejected_wer": float(np.mean([r.wer for _, r in pairs])) if pairs else float("nan"),
+        "heldout_sentences": len(heldout),
+        "heldout_wer_before": mean_wer(before),
+        "heldout_wer_after": mean_wer(after),
         "steps": len(log),
         "final_loss": log[-1]["loss"] if log else None,
         "log": log,
@@ -151,23 +228,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="where to write the aligned pipeline")
     p.add_argument("--prompts", type=int, default=32, help="training sentences (default 32)")
     p.add_argument("--candidates", type=int, default=4, help="samples per sentence (default 4)")
+    p.add_argument("--min-margin", type=float, default=0.0,
+                   help="pair a prompt only if its WERs differ by more (default 0)")  # fmt: skip
     p.add_argument("--steps", type=int, default=64, help="DPO optimizer steps (default 64)")
+    p.add_argument("--batch", type=int, default=1, help="pairs per step (default 1)")
     p.add_argument("--beta", type=float, default=0.1, help="DPO temperature (default 0.1)")
     p.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="0 = off (default 1.0)")
+    p.add_argument("--score-text", action="store_true",
+                   help="score the sampled text frames too (aligned layout: timing)")  # fmt: skip
+    p.add_argument("--heldout", type=int, default=0,
+                   help="held-out sentences to sample before and after (default 0)")  # fmt: skip
+    p.add_argument("--heldout-candidates", type=int, default=2, help="samples each (default 2)")
+    p.add_argument("--workers", type=int, default=1, help="sampling processes (default 1)")
+    p.add_argument("--cache", help="directory keeping sampled candidates between runs")
+    p.add_argument("--print-every", type=int, default=0, help="print every N steps (0 = never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if min(args.prompts, args.candidates, args.batch, args.workers) < 1 or args.steps < 0:
+        p.error("prompts, candidates, batch and workers must be >= 1, steps >= 0")
+    if args.heldout < 0 or args.heldout_candidates < 1:
+        p.error("heldout must be >= 0 and heldout-candidates >= 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run DPO from the command line; print the report's summary."""
     args = parse_args(argv)
-    from . import asr
-
-    report = run(args, asr)
+    report = run(args)
     (Path(args.out) / "dpo_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    summary = {k: v for k, v in report.items() if k != "log"}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "log"}, indent=2))
     return 0
 
 
