@@ -22,7 +22,9 @@ TTS_STEPS=${TTS_STEPS:-7000}
 FINETUNE_STEPS=${FINETUNE_STEPS:-6000}
 TEXT_DROPOUT=${TEXT_DROPOUT:-0.2}
 CFG_SCALE=${CFG_SCALE:-2.0}
-DPO_STEPS=${DPO_STEPS:-32}
+DPO_ROUNDS=${DPO_ROUNDS:-2}
+DPO_PROMPTS=${DPO_PROMPTS:-360}
+DPO_STEPS=${DPO_STEPS:-150}
 Q=${Q:-4}
 THREADS=${THREADS:-2}
 LM_SIZES=(--d-model 256 --n-layers 4 --n-heads 8 --n-kv-heads 4 --ffn-dim 704)
@@ -70,16 +72,26 @@ python -m $PKG.tts_data --manifest "$CORPUS/manifest.jsonl" --codec "$RUNS/codec
 python -m $PKG.train_tts --shards "$RUNS/shards" --out "$RUNS/tts" --steps "$FINETUNE_STEPS" \
   --finetune-from "$RUNS/tts_base" --text-dropout "$TEXT_DROPOUT" --lr 6e-4 --warmup 100 \
   "${TTS_FLAGS[@]}" --sampling "{\"temperature\": 0.6, \"top_k\": 20, \"cfg_scale\": $CFG_SCALE}"
-python -m $PKG.dpo --pipeline "$RUNS/tts/pipeline" --corpus "$CORPUS/manifest.jsonl" \
-  --out "$RUNS/aligned" --prompts 16 --candidates 4 --steps "$DPO_STEPS"
-# Both variants are evaluated; EMBED picks the one shipped (the DPO one measured worse so far).
-for variant in tts/pipeline aligned; do
+# DPO rounds: each samples from the previous round's pipeline (on-policy), round r on the
+# first r * DPO_PROMPTS training sentences; a finished round is not redone.
+previous="$RUNS/tts/pipeline"
+for round in $(seq 1 "$DPO_ROUNDS"); do
+  [ -f "$RUNS/dpo$round/dpo_report.json" ] ||
+    python -m $PKG.dpo --pipeline "$previous" --corpus "$CORPUS/manifest.jsonl" \
+      --out "$RUNS/dpo$round" --prompts $((DPO_PROMPTS * round)) --candidates 4 \
+      --steps "$DPO_STEPS" --batch 8 --lr 2e-5 --score-text --heldout 60 --workers "$THREADS" \
+      --cache "$RUNS/dpo_cache$round" --print-every 10
+  previous="$RUNS/dpo$round"
+done
+last=${previous#"$RUNS/"}
+# Before and after DPO are both evaluated; EMBED picks the one shipped (default: the last round).
+for variant in tts/pipeline "$last"; do
   python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/$variant" \
     --max-utterances 16 --skip codec,pairs --out "$RUNS/eval_${variant%%/*}.json"
 done
 python -m $PKG.eval --corpus "$CORPUS/manifest.jsonl" --pipeline "$RUNS/tts/pipeline" \
   --max-utterances 8 --skip tts --out "$RUNS/eval_codec_pairs.json"
 rm -rf python/speechinfer/models/default
-cp -r "$RUNS/${EMBED:-tts/pipeline}" python/speechinfer/models/default
+cp -r "$RUNS/${EMBED:-$last}" python/speechinfer/models/default
 rm -f python/speechinfer/models/default/dpo_report.json
 du -sh python/speechinfer/models/default

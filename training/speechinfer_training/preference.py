@@ -90,6 +90,8 @@ def sample_all(
     pipeline and the pocketsphinx judge (``judge`` must then be None); with one worker they are
     sampled here with ``judge`` (default pocketsphinx).
     """
+    if not items:
+        return []
     indexed = [(i, text, voice) for i, (text, voice) in enumerate(items)]
     if workers <= 1 or len(items) <= 1:
         if judge is None:
