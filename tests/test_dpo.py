@@ -94,7 +94,7 @@ def test_train_dpo_raises_chosen_over_rejected() -> None:
     pairs = [(random_candidate(2 * i, 0.0), random_candidate(2 * i + 1, 1.0)) for i in range(3)]
     args = argparse.Namespace(
         steps=20, batch=2, lr=3e-3, beta=0.1, grad_clip=1.0, seed=0, score_text=False,
-        print_every=0,
+        print_every=0, nll_weight=0.0,
     )  # fmt: skip
     log = dpo.train_dpo(policy, reference, pairs, args)
     assert len(log) == 20 and log[0]["loss"] == pytest.approx(math.log(2.0), abs=1e-6)
@@ -125,3 +125,21 @@ def test_cli_rejects_bad_counts() -> None:
         with pytest.raises(SystemExit):
             dpo.parse_args(base + bad)
     assert dpo.parse_args(base).batch == 1
+
+
+def test_nll_weight_raises_the_chosen_likelihood() -> None:
+    pairs = [(random_candidate(2 * i, 0.0), random_candidate(2 * i + 1, 1.0)) for i in range(3)]
+    cells = dpo.scored_cells(pairs[0][0])
+    assert cells == 2 * 6 + 2  # two codebooks, six frames and the EOS frame
+    assert dpo.scored_cells(pairs[0][0], score_text=True) == cells + 7
+
+    def chosen_nll(nll_weight: float) -> float:
+        policy = tiny_tts_lm()
+        args = argparse.Namespace(
+            steps=10, batch=3, lr=3e-3, beta=0.1, grad_clip=1.0, seed=0, score_text=False,
+            print_every=0, nll_weight=nll_weight,
+        )  # fmt: skip
+        log = dpo.train_dpo(policy, copy.deepcopy(policy).eval(), pairs, args)
+        return log[-1]["chosen_nll"]
+
+    assert chosen_nll(1.0) < chosen_nll(0.0)

@@ -49,6 +49,12 @@ def candidate_log_prob(
     return model.token_log_probs(tokens)[0, first:, candidate.audio_start :].sum()
 
 
+def scored_cells(candidate: Candidate, score_text: bool = False) -> int:
+    """Return how many cells :func:`candidate_log_prob` sums (``-1`` cells score nothing)."""
+    first = 0 if score_text else 1
+    return int((candidate.grid[first:, candidate.audio_start :] >= 0).sum())
+
+
 def dpo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,
@@ -102,6 +108,10 @@ def train_dpo(
             [candidate_log_prob(policy, pairs[i][1], args.score_text) for i in batch]
         )
         loss, margin = dpo_loss(chosen, rejected, ref[batch, 0], ref[batch, 1], args.beta)
+        # RPO (Pang et al. 2024): the chosen sample's per-cell NLL keeps its likelihood up.
+        cells = torch.tensor([scored_cells(pairs[i][0], args.score_text) for i in batch])
+        nll = -(chosen / cells.clamp(min=1)).mean()
+        loss = loss + args.nll_weight * nll if args.nll_weight > 0 else loss
         optimizer.zero_grad()
         loss.backward()
         if args.grad_clip > 0:
@@ -112,6 +122,7 @@ def train_dpo(
             "loss": loss.item(),
             "margin": margin.mean().item(),
             "accuracy": (margin > 0).float().mean().item(),
+            "chosen_nll": nll.item(),
         }
         log.append(record)
         if args.print_every and (step + 1) % args.print_every == 0:
@@ -234,6 +245,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="pairs per step (default 1)")
     p.add_argument("--beta", type=float, default=0.1, help="DPO temperature (default 0.1)")
     p.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
+    p.add_argument("--nll-weight", type=float, default=0.0,
+                   help="weight of the chosen samples' per-cell NLL (RPO; default 0)")  # fmt: skip
     p.add_argument("--grad-clip", type=float, default=1.0, help="0 = off (default 1.0)")
     p.add_argument("--score-text", action="store_true",
                    help="score the sampled text frames too (aligned layout: timing)")  # fmt: skip
