@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from speechinfer_training import dpo
+from speechinfer_training import compare_pipelines, dpo
 from speechinfer_training import tts_data as td
 from speechinfer_training.lm import SpeechLM
 from speechinfer_training.preference import (
@@ -143,3 +143,14 @@ def test_nll_weight_raises_the_chosen_likelihood() -> None:
         return log[-1]["chosen_nll"]
 
     assert chosen_nll(1.0) < chosen_nll(0.0)
+
+
+def test_paired_difference_cancels_sentence_difficulty() -> None:
+    baseline = np.array([[0.0, 0.2], [0.8, 1.0], [0.4, 0.4]])
+    better = baseline - 0.1  # every sentence 0.1 better: no spread at all
+    mean, stderr = compare_pipelines.paired_difference(better, baseline)
+    assert mean == pytest.approx(-0.1) and stderr == pytest.approx(0.0, abs=1e-12)
+    noisy = baseline + np.array([[0.1], [-0.1], [0.3]])
+    mean, stderr = compare_pipelines.paired_difference(noisy, baseline)
+    assert mean == pytest.approx(0.1) and stderr == pytest.approx(0.2 / np.sqrt(3))
+    assert np.isnan(compare_pipelines.paired_difference(baseline[:1], baseline[:1])[1])

@@ -97,6 +97,12 @@ def test_every_stage_runs_and_the_result_speaks(tmp_path: Path, layout: str, uni
         "heldout.npz",
         "train.npz",
     ]
+    run(f"{pkg}.compare_pipelines", "--corpus", str(manifest), "--pipelines", str(pipeline),
+        str(tmp_path / "aligned"), "--sentences", "1", "--samples", "1",
+        "--out", str(tmp_path / "compare.json"))  # fmt: skip
+    compared = json.loads((tmp_path / "compare.json").read_text())
+    assert compared["pipelines"][str(pipeline)]["minus_first"] == 0.0
+    assert len(compared["pipelines"]) == 2
     run(f"{pkg}.eval", "--corpus", str(manifest), "--pipeline", str(tmp_path / "aligned"),
         "--max-utterances", "1", "--voices", "slt", "--num-words", "2",
         "--num-sentence-pairs", "2", "--out", str(tmp_path / "results.json"))  # fmt: skip
