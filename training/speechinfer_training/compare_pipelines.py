@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from .corpus import read_manifest
-from .dpo import cached_samples, pipeline_fingerprint
-from .preference import training_items
+from .preference import cached_samples, pipeline_fingerprint, training_items
 
 SEED = 2_000_000
 

@@ -14,7 +14,6 @@ and is the condition. Under the ``aligned`` layout the *timing* of the text is s
 
 import argparse
 import copy
-import hashlib
 import json
 import shutil
 import sys
@@ -30,9 +29,8 @@ from .export import load_pretrained, save_pretrained
 from .preference import (
     Candidate,
     best_worst_pairs,
-    load_candidates,
+    cached_samples,
     sample_all,
-    save_candidates,
     training_items,
 )
 
@@ -138,46 +136,6 @@ def write_pipeline(src: Path, out: Path, model: torch.nn.Module, dtype: str) -> 
     shutil.copytree(src, out)
     lm_dir = out / config["lm"]
     save_pretrained(model, lm_dir, dtype=dtype, tokenizer=src / config["lm"] / "tokenizer.json")
-
-
-def pipeline_fingerprint(pipeline: Path) -> str:
-    """Hash of a pipeline's files: a cache of its samples is valid only for the same pipeline."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in pipeline.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(pipeline)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def cached_samples(
-    cache: Path | None,
-    name: str,
-    pipeline: Path,
-    items: Sequence[tuple[str, str]],
-    count: int,
-    seed: int,
-    judge: Any,
-    workers: int,
-) -> list[list[Candidate]]:
-    """Sample (or read back from ``cache/name.npz``) ``count`` candidates per item."""
-    key = json.loads(
-        json.dumps(
-            {
-                "pipeline": pipeline_fingerprint(pipeline),
-                "items": items,
-                "count": count,
-                "seed": seed,
-            }
-        )
-    )
-    path = cache / f"{name}.npz" if cache is not None else None
-    if path is not None and (found := load_candidates(path, key)) is not None:
-        print(f"{name}: {len(found)} prompts read from {path}", file=sys.stderr)
-        return found
-    candidates = sample_all(pipeline, items, count, seed, judge, workers)
-    if path is not None:
-        save_candidates(path, key, candidates)
-    return candidates
 
 
 def mean_wer(candidates: Sequence[Sequence[Candidate]]) -> float:

@@ -6,7 +6,9 @@ instead of sampling again. Every candidate's seed depends only on (seed, prompt 
 index), so the candidates do not depend on the number of workers.
 """
 
+import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -163,3 +165,43 @@ def load_candidates(path: Path, key: dict[str, Any]) -> list[list[Candidate]] | 
                 group.append(Candidate(data[f"grid_{i}_{j}"], int(start), float(wer)))
             out.append(group)
         return out
+
+
+def pipeline_fingerprint(pipeline: Path) -> str:
+    """Hash of a pipeline's files: a cache of its samples is valid only for the same pipeline."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in pipeline.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(pipeline)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cached_samples(
+    cache: Path | None,
+    name: str,
+    pipeline: Path,
+    items: Sequence[tuple[str, str]],
+    count: int,
+    seed: int,
+    judge: Any,
+    workers: int,
+) -> list[list[Candidate]]:
+    """Sample (or read back from ``cache/name.npz``) ``count`` candidates per item."""
+    key = json.loads(
+        json.dumps(
+            {
+                "pipeline": pipeline_fingerprint(pipeline),
+                "items": items,
+                "count": count,
+                "seed": seed,
+            }
+        )
+    )
+    path = cache / f"{name}.npz" if cache is not None else None
+    if path is not None and (found := load_candidates(path, key)) is not None:
+        print(f"{name}: {len(found)} prompts read from {path}", file=sys.stderr)
+        return found
+    candidates = sample_all(pipeline, items, count, seed, judge, workers)
+    if path is not None:
+        save_candidates(path, key, candidates)
+    return candidates
