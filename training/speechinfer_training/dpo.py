@@ -89,6 +89,7 @@ def train_dpo(
     if not pairs:
         return []
     ref = reference_log_probs(reference, pairs, args.score_text)
+    chosen_cells = torch.tensor([scored_cells(c, args.score_text) for c, _ in pairs]).clamp(min=1)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     order: list[int] = []
@@ -107,8 +108,7 @@ def train_dpo(
         )
         loss, margin = dpo_loss(chosen, rejected, ref[batch, 0], ref[batch, 1], args.beta)
         # RPO (Pang et al. 2024): the chosen sample's per-cell NLL keeps its likelihood up.
-        cells = torch.tensor([scored_cells(pairs[i][0], args.score_text) for i in batch])
-        nll = -(chosen / cells.clamp(min=1)).mean()
+        nll = -(chosen / chosen_cells[batch]).mean()
         loss = loss + args.nll_weight * nll if args.nll_weight > 0 else loss
         optimizer.zero_grad()
         loss.backward()
