@@ -17,11 +17,17 @@ class InputError(SpeechInferError, ValueError):
     """An argument has the wrong type, shape or value range."""
 
 
+class CapacityError(SpeechInferError):
+    """Every slot of a scheduler is busy and its queue is full (or it is shutting down): try
+    again later; a server answers 429."""
+
+
 class InternalError(SpeechInferError):
     """An engine bug (including a caught panic); please report it."""
 
 
 __all__ = [
+    "CapacityError",
     "CheckpointError",
     "ConfigError",
     "InputError",

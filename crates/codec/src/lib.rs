@@ -13,6 +13,7 @@ pub mod mimi;
 mod model;
 mod rvq;
 mod seanet;
+mod slots;
 mod state;
 #[cfg(test)]
 mod tests_kernels;
@@ -21,4 +22,5 @@ pub use config::CodecConfig;
 pub use encodec::EncodecConfig;
 pub use mimi::MimiConfig;
 pub use model::{Codec, CodecFormat, CodecWeights, LoadOptions};
+pub use slots::{SlotDecoders, SlotFrames};
 pub use state::StreamState;

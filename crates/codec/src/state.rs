@@ -57,6 +57,60 @@ impl StreamState {
         Ok(())
     }
 
+    /// Shapes of the carried tensors in visiting order (`None`: not made yet). Streams whose
+    /// states have the same shapes can be stacked into one batch.
+    pub(crate) fn shapes(&self) -> Vec<Option<Vec<usize>>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.as_ref().map(|t| t.dims().to_vec()))
+            .collect()
+    }
+
+    /// One state for the streams of `states` side by side (all with equal [`Self::shapes`] and
+    /// no partial encoder frame), in their order.
+    pub(crate) fn stack(states: &[&StreamState]) -> Result<StreamState> {
+        let batch_size = states.iter().map(|s| s.batch_size).sum();
+        let first = states
+            .first()
+            .ok_or_else(|| Error::internal("stacking no stream states"))?;
+        let mut slots = Vec::with_capacity(first.slots.len());
+        for i in 0..first.slots.len() {
+            let parts: Vec<&Tensor> = states.iter().filter_map(|s| s.slots[i].as_ref()).collect();
+            slots.push(match parts.len() {
+                0 => None,
+                n if n == states.len() => Some(Tensor::cat(&parts, 0)?),
+                _ => {
+                    return Err(Error::internal(
+                        "stacking stream states of different shapes",
+                    ))
+                }
+            });
+        }
+        if states.iter().any(|s| s.pending.is_some()) {
+            return Err(Error::internal(
+                "stacking encoder states with partial frames",
+            ));
+        }
+        Ok(StreamState {
+            batch_size,
+            slots,
+            pending: None,
+        })
+    }
+
+    /// The inverse of [`Self::stack`]: one state per stream, batch size 1 each.
+    pub(crate) fn unstack(self) -> Result<Vec<StreamState>> {
+        let mut out: Vec<StreamState> = (0..self.batch_size).map(|_| StreamState::new(1)).collect();
+        for slot in self.slots {
+            for (b, state) in out.iter_mut().enumerate() {
+                state
+                    .slots
+                    .push(slot.as_ref().map(|t| t.narrow(0, b, 1)).transpose()?);
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn cursor(&mut self) -> Cursor<'_> {
         Cursor {
             slots: &mut self.slots,

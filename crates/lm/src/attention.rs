@@ -92,6 +92,11 @@ impl KvCache {
         self.lens.iter_mut().for_each(|len| *len = 0);
     }
 
+    /// Forget one slot (its next step is position 0 again); the others keep theirs.
+    pub fn reset_slot(&mut self, slot: usize) {
+        self.lens[slot] = 0;
+    }
+
     /// Fails unless `steps` more positions fit in every slot of `rows`.
     pub fn check_room(&self, rows: &[usize], steps: usize) -> Result<()> {
         for &slot in rows {

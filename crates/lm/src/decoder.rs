@@ -280,20 +280,35 @@ impl Decoder {
     /// Forgets everything: empty grids, empty cache (pickers restart from `pickers`, one per
     /// track that is not an unconditional twin); guidance pairs stay.
     pub fn reset(&mut self, pickers: Vec<Picker>) {
-        let specials = self.specials.special.clone();
         let mut pickers = pickers.into_iter();
-        for track in &mut self.tracks {
-            let picker = match track.guidance {
+        for i in 0..self.tracks.len() {
+            let picker = match self.tracks[i].guidance {
                 Guidance::Uncond => Self::twin_picker(self.k_n),
                 _ => pickers
                     .next()
                     .unwrap_or_else(|| Self::twin_picker(self.k_n)),
             };
-            let guidance = track.guidance;
-            *track = Track::blank(track.layout.clone(), picker, &specials);
-            track.guidance = guidance;
+            self.blank_track(i, picker);
         }
         self.cache.reset();
+    }
+
+    /// Forgets track `i` and, when it is guided, its unconditional twin: empty grids, empty
+    /// cache slots, `picker` from now on. The other tracks are untouched.
+    pub fn reset_track(&mut self, i: usize, picker: Picker) {
+        self.blank_track(i, picker);
+        self.cache.reset_slot(i);
+        if let Guidance::Cond { partner, .. } = self.tracks[i].guidance {
+            self.blank_track(partner, Self::twin_picker(self.k_n));
+            self.cache.reset_slot(partner);
+        }
+    }
+
+    fn blank_track(&mut self, i: usize, picker: Picker) {
+        let track = &mut self.tracks[i];
+        let guidance = track.guidance;
+        *track = Track::blank(track.layout.clone(), picker, &self.specials.special);
+        track.guidance = guidance;
     }
 
     /// Frames placed so far (sessions: equal for every track).
@@ -304,23 +319,8 @@ impl Decoder {
     /// Places the next frame of every track (`frames` row-major `[B, K]`) after checking that the
     /// columns it makes ready fit in the cache; nothing changes on error.
     pub fn push_frames(&mut self, frames: &[i64]) -> Result<()> {
-        let capacity = self.cache.capacity();
-        for (b, track) in self.tracks.iter().enumerate() {
-            if track.done {
-                return Err(Error::input(
-                    "the session was flushed; call reset() before stepping again",
-                ));
-            }
-            let t = track.frames;
-            let ready_columns = (0..self.k_n)
-                .filter_map(|k| track.layout.first_step(k, t + 1))
-                .min()
-                .unwrap_or(track.s_n());
-            if t + 1 >= track.layout.num_frames() || ready_columns > capacity {
-                return Err(Error::input(format!(
-                    "sequence {b}: frame {t} does not fit: max_context is {capacity} positions"
-                )));
-            }
+        for b in 0..self.tracks.len() {
+            self.check_push(b)?;
         }
         for (track, frame) in self.tracks.iter_mut().zip(frames.chunks(self.k_n)) {
             track.push_frame(frame)?;
@@ -328,17 +328,54 @@ impl Decoder {
         Ok(())
     }
 
+    /// Places the next frame (`[K]`) of track `b` alone; nothing changes on error.
+    pub fn push_frame_to(&mut self, b: usize, frame: &[i64]) -> Result<()> {
+        self.check_push(b)?;
+        self.tracks[b].push_frame(frame)
+    }
+
+    fn check_push(&self, b: usize) -> Result<()> {
+        let track = &self.tracks[b];
+        if track.done {
+            return Err(Error::input(
+                "the session was flushed; call reset() before stepping again",
+            ));
+        }
+        let t = track.frames;
+        let ready_columns = (0..self.k_n)
+            .filter_map(|k| track.layout.first_step(k, t + 1))
+            .min()
+            .unwrap_or(track.s_n());
+        let capacity = self.cache.capacity();
+        if t + 1 >= track.layout.num_frames() || ready_columns > capacity {
+            return Err(Error::input(format!(
+                "sequence {b}: frame {t} does not fit: max_context is {capacity} positions"
+            )));
+        }
+        Ok(())
+    }
+
     /// Ends every track after its placed frames: positions of later frames hold specials, and the
     /// columns that complete the placed frames are resolved (the last one is not fed).
     pub fn flush(&mut self) {
+        let all: Vec<usize> = (0..self.tracks.len()).collect();
+        self.flush_tracks(&all);
+    }
+
+    /// [`Decoder::flush`] for the tracks `rows` only (give a guided track's twin too).
+    pub fn flush_tracks(&mut self, rows: &[usize]) {
         // An unconditional twin keeps the positions its partner picks: they are mirrored later.
         let mut picked_by_partner = vec![None; self.tracks.len()];
         for track in &self.tracks {
             if let Guidance::Cond { partner, shift } = track.guidance {
-                picked_by_partner[partner] = Some((track.steps.clone(), shift));
+                if rows.contains(&partner) {
+                    picked_by_partner[partner] = Some((track.steps.clone(), shift));
+                }
             }
         }
-        for (track, partner) in self.tracks.iter_mut().zip(picked_by_partner) {
+        for &i in rows {
+            let partner = picked_by_partner[i].take();
+            let track = &mut self.tracks[i];
             if track.frames == 0 {
                 track.done = true;
                 continue;
@@ -368,6 +405,21 @@ impl Decoder {
     pub fn finish_flush(&mut self) {
         for track in &mut self.tracks {
             track.done = true;
+        }
+    }
+
+    /// [`Decoder::finish_flush`] for the tracks `rows` only.
+    pub fn finish_flush_tracks(&mut self, rows: &[usize]) {
+        for &i in rows {
+            self.tracks[i].done = true;
+        }
+    }
+
+    /// Track `b`'s unconditional twin, when it is guided.
+    pub fn twin_of(&self, b: usize) -> Option<usize> {
+        match self.tracks[b].guidance {
+            Guidance::Cond { partner, .. } => Some(partner),
+            _ => None,
         }
     }
 

@@ -18,6 +18,7 @@ mod model;
 mod nar;
 mod picker;
 mod session;
+mod slots;
 mod text;
 mod transformer;
 
@@ -29,6 +30,7 @@ pub use generate::{GenerateRequest, Generation, Prompt};
 pub use model::{GridShape, SpeechLm, MAX_BATCH};
 pub use picker::StreamSampling;
 pub use session::Session;
+pub use slots::SlotSession;
 pub use text::{TextTokenizer, TOKENIZER_FILE};
 pub use transformer::Sizes;
 

@@ -33,18 +33,7 @@ impl SpeechLm {
     ) -> Result<Session> {
         let guided = sampling.uses_cfg();
         check_batch(if guided { 2 * batch_size } else { batch_size })?;
-        let decoding = self.config().decoding()?;
-        if decoding == Decoding::CoarseFirst {
-            return Err(Error::input(
-                "sessions need a frame-synchronous pattern; \"coarse_first\" fills streams 1.. \
-                 only after the whole of stream 0",
-            ));
-        }
-        if guided && decoding == Decoding::Depth {
-            return Err(Error::input(
-                "classifier-free guidance (cfg_scale) is not supported with pattern \"depth\"",
-            ));
-        }
+        check_session_pattern(self, guided)?;
         let seeds = match seeds.len() {
             1 => vec![seeds[0]; batch_size],
             n if n == batch_size => seeds,
@@ -66,8 +55,25 @@ impl SpeechLm {
     }
 }
 
+/// Fails unless `lm`'s pattern can be stepped frame by frame (and guided, when `guided`).
+pub(crate) fn check_session_pattern(lm: &SpeechLm, guided: bool) -> Result<()> {
+    let decoding = lm.config().decoding()?;
+    if decoding == Decoding::CoarseFirst {
+        return Err(Error::input(
+            "sessions need a frame-synchronous pattern; \"coarse_first\" fills streams 1.. \
+             only after the whole of stream 0",
+        ));
+    }
+    if guided && decoding == Decoding::Depth {
+        return Err(Error::input(
+            "classifier-free guidance (cfg_scale) is not supported with pattern \"depth\"",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `frame` is `[b, K]` tokens of the model or markers.
-fn check_frame(lm: &SpeechLm, frame: &[i64], b: usize, what: &str) -> Result<()> {
+pub(crate) fn check_frame(lm: &SpeechLm, frame: &[i64], b: usize, what: &str) -> Result<()> {
     let k_n = lm.num_streams();
     if frame.len() != b * k_n {
         return Err(Error::input(format!(

@@ -25,6 +25,10 @@ pub struct Codec {
 }
 
 impl Codec {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     fn mono(&self) -> bool {
         self.engine.channels() == 1
     }

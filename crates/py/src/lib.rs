@@ -9,6 +9,7 @@ mod lm;
 mod sampling;
 mod session;
 mod threads;
+mod tts;
 
 use pyo3::prelude::*;
 
@@ -22,6 +23,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sampling::Sampling>()?;
     m.add_class::<session::Session>()?;
     m.add_class::<session::GenerationStream>()?;
+    m.add_class::<tts::Scheduler>()?;
+    m.add_function(wrap_pyfunction!(tts::generate_aligned, m)?)?;
     m.add_function(wrap_pyfunction!(threads::set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(threads::num_threads, m)?)?;
     m.add("NO_INPUT", speechinfer_lm::NO_INPUT)?;

@@ -15,7 +15,7 @@ use crate::sampling::stream_sampling;
 use crate::session::{GenerationStream, Session};
 
 /// `None` → `[0]`, an int → `[seed]`, a list of ints → one per sequence.
-fn seeds(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
+pub(crate) fn seeds(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
     let bad = || input_error(py, "seed must be a non-negative int or a list of them");
     match obj {
         None => Ok(vec![0]),
@@ -53,6 +53,10 @@ pub struct SpeechLM {
 }
 
 impl SpeechLM {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     /// The prompts of `generate` / `stream`: an array `[B, K, T]` or a list of `[K, T_b]`;
     /// also says whether a list was given.
     fn prompts(
