@@ -15,6 +15,9 @@ pub struct SlotFrames<'a> {
     pub frames: usize,
 }
 
+/// The shapes of a slot's carried tensors (`None`: not made yet).
+type StateShapes = Vec<Option<Vec<usize>>>;
+
 /// One streaming decoder state per slot. A slot's frames are always decoded one frame per step,
 /// stacked with the other slots that have a frame and a state of the same shapes, so what a slot
 /// hears depends only on its own codes: the same alone as beside others.
@@ -124,7 +127,7 @@ impl SlotDecoders {
 
     /// `active` jobs split into runs whose slot states have the same shapes.
     fn groups(&self, jobs: &[SlotFrames], active: &[usize]) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(Vec<Option<Vec<usize>>>, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(StateShapes, Vec<usize>)> = Vec::new();
         for &j in active {
             let shapes = self.states[jobs[j].slot].shapes();
             match groups.iter_mut().find(|(s, _)| *s == shapes) {

@@ -123,6 +123,7 @@ impl Scheduler {
         signature = (voice_token, pieces, seed, max_frames, max_tail_frames, silence_samples=0),
         text_signature = "($self, voice_token: int, pieces: list[list[int]], seed: int, max_frames: int, max_tail_frames: int, silence_samples: int = 0) -> int"
     )]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
