@@ -123,6 +123,46 @@ class Sampling:
     def top_p(self) -> float | None:
         """float | None: Keep the smallest set of tokens whose probability reaches p."""
 
+class Scheduler:
+    """Continuous batching of speech requests over one pipeline's LM and codec (docs/serve.md).
+
+    A worker thread owns ``max_batch`` slots; ``submit`` queues a request (at most
+    ``max_queue`` wait), which joins a free slot at the next frame boundary; every decoding step
+    advances every active slot by one frame in one batched forward and decodes the new audio
+    frames in one batched codec call. Each request keeps its seed, so its audio is the same alone
+    or beside others. ``poll`` hands out the events. Safe to share between threads.
+    """
+    def __init__(self, lm: SpeechLM, codec: Codec, sampling: list[Sampling | None], max_batch: int = 16, max_queue: int = 64) -> None: ...
+    def cancel(self, request_id: int) -> None:
+        """End a request before its next frame (queued or active); a ``"cancelled"`` event follows
+        unless it had ended already.
+        """
+    @property
+    def max_batch(self) -> int:
+        """int: Slots decoded together."""
+    @property
+    def max_queue(self) -> int:
+        """int: Requests that may wait for a slot."""
+    def poll(self, timeout: float = 0.1) -> list[tuple[int, str, Any]]:
+        """Events since the last call, waiting up to ``timeout`` seconds for the first: tuples
+        ``(request_id, kind, value)`` with kind ``"audio"`` (float32 samples), ``"done"`` (the
+        audio frames spoken), ``"cancelled"`` (None) or ``"failed"`` (the error message).
+        """
+    def shutdown(self, cancel: bool = False) -> None:
+        """Stop admitting requests and wait for the worker: ``cancel=False`` lets the active and
+        queued requests finish, ``cancel=True`` ends them now (``"cancelled"`` events).
+        """
+    @property
+    def stats(self) -> dict:
+        """dict: ``active``, ``queued``, ``frames_decoded``, ``steps``, ``step_seconds`` (time spent
+        in decoding steps), ``max_batch``, ``max_queue``.
+        """
+    def submit(self, voice_token: int, pieces: list[list[int]], seed: int, max_frames: int, max_tail_frames: int, silence_samples: int = 0) -> int:
+        """Queue a request: the text-stream ids of each piece (spoken in turn, ``silence_samples``
+        of silence between them) in the voice ``voice_token``; returns its id. Raises
+        ``CapacityError`` when every slot is busy and the queue is full, or when shutting down.
+        """
+
 class Session:
     """A frame-by-frame run of ``batch_size`` sequences.
 
