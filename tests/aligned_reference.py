@@ -8,10 +8,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-
-from speechinfer._native import NO_INPUT, SAMPLE, Sampling, SpeechLM
-
 from speechinfer._aligned import EOS, MAX_HOLD_FRAMES, MAX_TAIL_FRAMES, PAD
+from speechinfer._native import NO_INPUT, SAMPLE, Sampling, SpeechLM
 
 
 def _probability(logits: NDArray[np.float64], token: int) -> float:

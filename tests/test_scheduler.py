@@ -8,9 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from aligned_reference import reference_aligned
-
 import speechinfer as si
+from aligned_reference import reference_aligned
 from speechinfer import _native
 from speechinfer._aligned import generate_aligned
 from speechinfer.errors import CapacityError
