@@ -163,10 +163,11 @@ def test_padding_mask_is_zeroed_audio(codec, reference, wave) -> None:
     mask[1, -5000:] = False
     want = hf_encode(reference, wave, 6.0, mask)
     got = codec.encode(wave * mask)[:, :8]
-    np.testing.assert_array_equal(got[0], want[0])
-    # The zero-padded item: with torch 2.15 the reference picks another code at 8 of 600
-    # near-tie positions of the silent tail (seen 2026-12-08; exact before). The rest is exact.
-    assert got.shape == want.shape and (got[1] != want[1]).mean() <= 0.02
+    # With torch 2.15 one frame's first code is a near-tie that the reference resolves the
+    # other way, and the residual codebooks of that frame follow (8 of 1200 codes, seen
+    # 2026-12-08; exact with earlier torch). Every other frame is exact.
+    assert got.shape == want.shape
+    assert (got != want).any(axis=1).sum() <= 2
 
 
 @pytest.mark.parametrize("q", [2, 8, 32])
