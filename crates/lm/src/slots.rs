@@ -114,9 +114,7 @@ impl SlotSession {
     /// Ends `slot` after its given frames: the next [`SlotSession::run`] completes them, and the
     /// slot then needs [`SlotSession::start`].
     pub fn flush(&mut self, slot: usize) -> Result<()> {
-        self.check_slot(slot)?;
-        let mut rows = vec![slot];
-        rows.extend(self.decoder.twin_of(slot));
+        let rows = self.tracks_of(slot)?;
         self.decoder.flush_tracks(&rows);
         Ok(())
     }
@@ -129,11 +127,17 @@ impl SlotSession {
 
     /// Marks a flushed slot done (after the [`SlotSession::run`] that completed it).
     pub fn finish_flush(&mut self, slot: usize) -> Result<()> {
+        let rows = self.tracks_of(slot)?;
+        self.decoder.finish_flush_tracks(&rows);
+        Ok(())
+    }
+
+    /// The decoder tracks of `slot`: its own and, when guided, its twin's.
+    fn tracks_of(&self, slot: usize) -> Result<Vec<usize>> {
         self.check_slot(slot)?;
         let mut rows = vec![slot];
         rows.extend(self.decoder.twin_of(slot));
-        self.decoder.finish_flush_tracks(&rows);
-        Ok(())
+        Ok(rows)
     }
 
     /// The frames of `slot` completed since the last call, row-major `[K, n]`, with n.
